@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Makes sure RabbitMQ and PostgreSQL are reachable, then prints the settings to export.
+#   - If ConnectionStrings__Postgres and ConnectionStrings__RabbitMq are already set, uses those servers.
+#   - Else, if a Docker engine answers, starts infra/compose.yaml.
+#   - Else installs (Debian/Ubuntu packages) and starts local servers on their default ports.
+# Idempotent: safe to run again while the services are up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "[services] $*" >&2; }
+SUDO=""; AS_PG="runuser -u postgres --"
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; AS_PG="sudo -u postgres"; fi
+
+PG_CS="Host=127.0.0.1;Port=5432;Username=llmserving;Password=llmserving;Database=llmserving"
+RMQ_CS="amqp://guest:guest@127.0.0.1:5672/"
+
+if [ -n "${ConnectionStrings__Postgres:-}" ] && [ -n "${ConnectionStrings__RabbitMq:-}" ]; then
+  log "using configured servers"
+  exit 0
+fi
+
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  log "Docker engine found: starting infra/compose.yaml"
+  docker compose -f infra/compose.yaml up -d --wait postgres rabbitmq
+  exit 0
+fi
+
+need_pkgs=()
+command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v rabbitmq-server >/dev/null 2>&1 || need_pkgs+=(rabbitmq-server)
+dpkg -s libgomp1 >/dev/null 2>&1 || need_pkgs+=(libgomp1)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]} (Debian packages)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# PostgreSQL: the distribution's default cluster.
+PG_VER=$(ls /etc/postgresql | sort -V | tail -1)
+if ! pg_lsclusters -h | awk '{print $4}' | grep -q online; then
+  log "starting PostgreSQL $PG_VER"
+  $SUDO pg_ctlcluster "$PG_VER" main start
+fi
+for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+$AS_PG psql -q -v ON_ERROR_STOP=1 -d postgres <<'SQL' >/dev/null
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'llmserving') THEN
+    CREATE ROLE llmserving LOGIN PASSWORD 'llmserving' CREATEDB;
+  END IF;
+END $$;
+SQL
+if ! $AS_PG psql -tAc "SELECT 1 FROM pg_database WHERE datname='llmserving'" | grep -q 1; then
+  $AS_PG createdb -O llmserving llmserving
+fi
+
+# RabbitMQ: no systemd on minimal machines, so start it detached.
+if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+  log "starting RabbitMQ"
+  $SUDO rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break; sleep 1; done
+fi
+rabbitmq-diagnostics -q ping >/dev/null 2>&1 || { log "RabbitMQ did not start"; exit 1; }
+log "PostgreSQL and RabbitMQ are up"

@@ -1,0 +1,49 @@
+namespace LlmServing.Contracts;
+
+/// <summary>
+/// Command: run one inference job. Sent by the Producer to <see cref="QueueNames.Jobs"/> after the job row
+/// is committed in PostgreSQL; consumed by a GPU worker. The job id is the idempotency key end to end: a
+/// redelivered or duplicated message for a job that already reached a final state is acknowledged and ignored.
+/// </summary>
+/// <remarks>Wire identity is namespace + type name: never rename or move; add optional properties only.</remarks>
+public sealed record GenerateCompletion
+{
+    /// <summary>Job id (the primary key of the job row).</summary>
+    public required Guid JobId { get; init; }
+
+    /// <summary>Owning tenant.</summary>
+    public required string TenantId { get; init; }
+
+    /// <summary>Plain completion prompt. Exactly one of <see cref="Prompt"/> and <see cref="Messages"/> is set.</summary>
+    public string? Prompt { get; init; }
+
+    /// <summary>Chat messages, rendered with the model's chat template (or a plain fallback) by the worker.</summary>
+    public IReadOnlyList<ChatMessage>? Messages { get; init; }
+
+    /// <summary>Sampling and stopping parameters.</summary>
+    public required GenerationParameters Parameters { get; init; }
+}
+
+/// <summary>One chat message.</summary>
+/// <param name="Role">One of <c>system</c>, <c>user</c>, <c>assistant</c>.</param>
+/// <param name="Content">Message text; treated as data, never parsed for control tokens.</param>
+public sealed record ChatMessage(string Role, string Content);
+
+/// <summary>Generation parameters, already validated by the Producer.</summary>
+public sealed record GenerationParameters
+{
+    /// <summary>Maximum new tokens; generation ends with finish reason <c>length</c> when reached.</summary>
+    public required int MaxTokens { get; init; }
+
+    /// <summary>Sampling temperature, 0 = greedy.</summary>
+    public float Temperature { get; init; } = 1f;
+
+    /// <summary>Nucleus sampling threshold in (0, 1].</summary>
+    public float TopP { get; init; } = 1f;
+
+    /// <summary>Sampler seed; the same seed and parameters give the same output.</summary>
+    public uint? Seed { get; init; }
+
+    /// <summary>Stop strings; the output ends before the first occurrence of any of them.</summary>
+    public IReadOnlyList<string> Stop { get; init; } = [];
+}

@@ -1,0 +1,75 @@
+using LlmServing.Contracts;
+
+namespace LlmServing.GpuWorker.Inference;
+
+/// <summary>What the engine is asked to generate. Exactly one of <see cref="Prompt"/> and <see cref="Messages"/> is set.</summary>
+public sealed record GenerationRequest(
+    Guid JobId,
+    string? Prompt,
+    IReadOnlyList<ChatMessage>? Messages,
+    GenerationParameters Parameters);
+
+/// <summary>The engine's answer. <see cref="Error"/> is set when the job cannot run (e.g. does not fit the context).</summary>
+public sealed record GenerationOutcome(
+    string Text,
+    string? FinishReason,
+    int PromptTokens,
+    int CompletionTokens,
+    string? Error = null)
+{
+    public static GenerationOutcome Failed(string error, int promptTokens = 0) => new("", null, promptTokens, 0, error);
+}
+
+/// <summary>The worker's inference interface: consumers see this, never a llama.cpp type.</summary>
+public interface IGenerator
+{
+    /// <summary>
+    /// Queues a generation and completes when it ends. Cancelling <paramref name="ct"/> drops the sequence at the
+    /// next decode step and throws <see cref="OperationCanceledException"/>.
+    /// </summary>
+    Task<GenerationOutcome> GenerateAsync(GenerationRequest request, CancellationToken ct);
+}
+
+/// <summary>Counters of the batch scheduler, for tests, logs and metrics.</summary>
+public sealed class SchedulerCounters
+{
+    private long _decodeSteps;
+    private long _tokensGenerated;
+    private long _sequencesCompleted;
+    private long _decodeFailures;
+    private int _activeSequences;
+    private int _peakActiveSequences;
+
+    /// <summary>Calls to <c>llama_decode</c> (one per step, whatever the number of sequences in it).</summary>
+    public long DecodeSteps => Interlocked.Read(ref _decodeSteps);
+
+    public long TokensGenerated => Interlocked.Read(ref _tokensGenerated);
+
+    public long SequencesCompleted => Interlocked.Read(ref _sequencesCompleted);
+
+    public long DecodeFailures => Interlocked.Read(ref _decodeFailures);
+
+    public int ActiveSequences => Volatile.Read(ref _activeSequences);
+
+    /// <summary>Most sequences that were ever in one decode step together.</summary>
+    public int PeakActiveSequences => Volatile.Read(ref _peakActiveSequences);
+
+    internal void Step(int active)
+    {
+        Interlocked.Increment(ref _decodeSteps);
+        Volatile.Write(ref _activeSequences, active);
+        int peak;
+        while (active > (peak = Volatile.Read(ref _peakActiveSequences)))
+        {
+            Interlocked.CompareExchange(ref _peakActiveSequences, active, peak);
+        }
+    }
+
+    internal void Token() => Interlocked.Increment(ref _tokensGenerated);
+
+    internal void Completed() => Interlocked.Increment(ref _sequencesCompleted);
+
+    internal void DecodeFailed() => Interlocked.Increment(ref _decodeFailures);
+
+    internal void Idle() => Volatile.Write(ref _activeSequences, 0);
+}

@@ -1,0 +1,50 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace LlmServing.GpuWorker.Inference;
+
+/// <summary>Settings of the worker's llama.cpp engine (section <c>Inference</c>). Validated before the model loads.</summary>
+public sealed class InferenceOptions : IValidatableObject
+{
+    public const string Section = "Inference";
+
+    /// <summary>Path of the GGUF model file.</summary>
+    [Required]
+    public string ModelPath { get; set; } = "";
+
+    /// <summary>KV cache size in tokens, shared by all sequences (unified KV).</summary>
+    [Range(128, 1 << 20)]
+    public int ContextSize { get; set; } = 4096;
+
+    /// <summary>Sequences decoded together; also the broker prefetch and the consumer concurrency.</summary>
+    [Range(1, 256)]
+    public int Slots { get; set; } = 8;
+
+    /// <summary>CPU threads for decoding; 0 means all cores.</summary>
+    [Range(0, 1024)]
+    public int Threads { get; set; }
+
+    /// <summary>Largest number of tokens submitted to one <c>llama_decode</c> (prefill chunks share it with decodes).</summary>
+    [Range(16, 1 << 16)]
+    public int BatchSize { get; set; } = 512;
+
+    /// <summary>Layers offloaded to the GPU (CUDA build); 0 on CPU.</summary>
+    [Range(0, 1024)]
+    public int GpuLayers { get; set; }
+
+    /// <summary>How often a failed decode is retried for the same job (after rebuilding the executor) before it fails.</summary>
+    [Range(0, 10)]
+    public int MaxDecodeRetries { get; set; } = 2;
+
+    public int EffectiveThreads => Threads > 0 ? Threads : Environment.ProcessorCount;
+
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        if (!string.IsNullOrWhiteSpace(ModelPath) && !File.Exists(ModelPath))
+        {
+            yield return new ValidationResult(
+                $"Inference:ModelPath '{ModelPath}' does not exist. Generate the test model with " +
+                "'dotnet run --project src/ModelGen -- --out models/random-tiny.gguf' or point it at a GGUF file.",
+                [nameof(ModelPath)]);
+        }
+    }
+}

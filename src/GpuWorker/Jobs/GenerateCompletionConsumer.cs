@@ -1,0 +1,50 @@
+using LlmServing.Contracts;
+using LlmServing.GpuWorker.Inference;
+using LlmServing.ResultStore.Jobs;
+using MassTransit;
+using Microsoft.Extensions.Options;
+
+namespace LlmServing.GpuWorker.Jobs;
+
+/// <summary>
+/// Runs one job: claim it in PostgreSQL, hand it to the batch scheduler, write the result, and only then return,
+/// which acknowledges the message. A crash before the write means the broker redelivers; a duplicate of a job
+/// that is already final is acknowledged without running.
+/// </summary>
+public sealed class GenerateCompletionConsumer(
+    JobStore jobs,
+    IGenerator generator,
+    IOptions<WorkerOptions> worker,
+    ILogger<GenerateCompletionConsumer> logger) : IConsumer<GenerateCompletion>
+{
+    public async Task Consume(ConsumeContext<GenerateCompletion> context)
+    {
+        var message = context.Message;
+        var ct = context.CancellationToken;
+        var job = await jobs.TryStartAsync(message.JobId, worker.Value.WorkerId, ct);
+        if (job is null)
+        {
+            logger.LogInformation("Job {JobId} is already final or unknown; message acknowledged without running", message.JobId);
+            return;
+        }
+
+        var outcome = await generator.GenerateAsync(
+            new GenerationRequest(message.JobId, message.Prompt, message.Messages, message.Parameters), ct);
+
+        // The result must be durable before the message is acknowledged, so the write ignores the consume token.
+        if (outcome.Error is not null)
+        {
+            logger.LogWarning("Job {JobId} failed: {Error}", message.JobId, outcome.Error);
+            await jobs.FailAsync(message.JobId, outcome.Error, outcome.PromptTokens, CancellationToken.None);
+            return;
+        }
+
+        await jobs.CompleteAsync(
+            message.JobId,
+            new JobResult(outcome.Text, outcome.FinishReason ?? "stop", outcome.PromptTokens, outcome.CompletionTokens),
+            CancellationToken.None);
+        logger.LogInformation(
+            "Job {JobId} succeeded: {Prompt} prompt + {Completion} completion tokens, attempt {Attempt}",
+            message.JobId, outcome.PromptTokens, outcome.CompletionTokens, job.Attempts);
+    }
+}

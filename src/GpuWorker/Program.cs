@@ -1,0 +1,5 @@
+using LlmServing.GpuWorker;
+
+var builder = Host.CreateApplicationBuilder(args);
+builder.AddGpuWorker();
+await builder.Build().RunAsync();

@@ -1,0 +1,56 @@
+using LlmServing.GpuWorker.Inference;
+using LlmServing.GpuWorker.Jobs;
+using LlmServing.ResultStore;
+using MassTransit;
+using Microsoft.Extensions.Options;
+
+namespace LlmServing.GpuWorker;
+
+public static class WorkerExtensions
+{
+    /// <summary>
+    /// Adds the GPU worker: the model (loaded once at start-up), the batch scheduler, and a RabbitMQ consumer whose
+    /// prefetch and concurrency equal the scheduler's slots, so the broker hands over no more jobs than can run.
+    /// Needs <c>ConnectionStrings:Postgres</c>, <c>ConnectionStrings:RabbitMq</c> and <c>Inference:ModelPath</c>.
+    /// </summary>
+    public static IHostApplicationBuilder AddGpuWorker(this IHostApplicationBuilder builder)
+    {
+        builder.AddResultStore();
+        builder.Services.AddOptions<InferenceOptions>().BindConfiguration(InferenceOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddOptions<WorkerOptions>().BindConfiguration(WorkerOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
+
+        builder.Services.AddSingleton<LlamaModel>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<LlamaModel>());
+        builder.Services.AddSingleton<BatchScheduler>();
+        builder.Services.AddSingleton<IGenerator>(sp => sp.GetRequiredService<BatchScheduler>());
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<BatchScheduler>());
+
+        var rabbit = builder.Configuration.GetConnectionString("RabbitMq")
+            ?? throw new OptionsValidationException("ConnectionStrings:RabbitMq", typeof(string),
+                ["ConnectionStrings:RabbitMq is not set (environment variable ConnectionStrings__RabbitMq)."]);
+        builder.Services.AddMassTransit(x =>
+        {
+            x.AddConsumer<GenerateCompletionConsumer>();
+            x.UsingRabbitMq((context, cfg) =>
+            {
+                cfg.Host(new Uri(rabbit));
+                var worker = context.GetRequiredService<IOptions<WorkerOptions>>().Value;
+                var inference = context.GetRequiredService<IOptions<InferenceOptions>>().Value;
+                cfg.ReceiveEndpoint(worker.JobQueue, e =>
+                {
+                    // Jobs are sent to the queue by address; no binding to the message-type exchange is needed.
+                    e.ConfigureConsumeTopology = false;
+                    e.PrefetchCount = inference.Slots;
+                    e.ConcurrentMessageLimit = inference.Slots;
+                    // A transient failure (e.g. the database restarting) runs the job again rather than losing it.
+                    e.UseMessageRetry(r => r.Intervals(500, 2000, 5000));
+                    e.ConfigureConsumer<GenerateCompletionConsumer>(context);
+                });
+            });
+        });
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
+        return builder;
+    }
+}

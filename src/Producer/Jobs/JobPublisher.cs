@@ -1,0 +1,71 @@
+using System.Text.Json;
+using LlmServing.Contracts;
+using LlmServing.ResultStore.Jobs;
+using MassTransit;
+using Microsoft.Extensions.Options;
+
+namespace LlmServing.Producer.Jobs;
+
+/// <summary>
+/// Sends a committed job's message to the job queue and records the broker's confirm. A failure leaves the job
+/// <c>queued</c> with no <c>queued_at</c>; <see cref="PublishSweeper"/> sends it again later.
+/// </summary>
+public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptions> options, ILogger<JobPublisher> logger)
+{
+    public static readonly JsonSerializerOptions MessageJson = new(JsonSerializerDefaults.Web);
+
+    /// <summary>Returns true when the broker confirmed the message.</summary>
+    public async Task<bool> TryPublishAsync(Job job, CancellationToken ct)
+    {
+        var message = JsonSerializer.Deserialize<GenerateCompletion>(job.Request, MessageJson)
+                      ?? throw new InvalidOperationException($"Job {job.Id} has no request.");
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(options.Value.PublishTimeout);
+        try
+        {
+            var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{options.Value.JobQueue}"));
+            await endpoint.Send(message, context => context.MessageId = job.Id, timeout.Token);
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            logger.LogWarning("Job {JobId} is accepted but not yet published ({Error}); the sweep will retry", job.Id, e.Message);
+            return false;
+        }
+
+        await jobs.MarkPublishedAsync(job.Id, CancellationToken.None);
+        return true;
+    }
+}
+
+/// <summary>Periodically republishes accepted jobs whose message the broker never confirmed.</summary>
+public sealed class PublishSweeper(JobStore jobs, JobPublisher publisher, IOptions<ProducerOptions> options, ILogger<PublishSweeper> logger)
+    : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(options.Value.SweepInterval);
+        while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            try
+            {
+                var unpublished = await jobs.FindUnpublishedAsync(options.Value.SweepMinAge, 500, stoppingToken);
+                foreach (var job in unpublished)
+                {
+                    if (!await publisher.TryPublishAsync(job, stoppingToken))
+                    {
+                        break; // broker still down: try the rest next time
+                    }
+                }
+
+                if (unpublished.Count > 0)
+                {
+                    logger.LogInformation("Publish sweep found {Count} unconfirmed job(s)", unpublished.Count);
+                }
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogWarning(e, "Publish sweep failed; retrying next interval");
+            }
+        }
+    }
+}

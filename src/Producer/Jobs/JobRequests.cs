@@ -1,0 +1,195 @@
+using System.Text.Json;
+using LlmServing.Contracts;
+
+namespace LlmServing.Producer.Jobs;
+
+/// <summary>Body of <c>POST /v1/jobs</c>: OpenAI-style fields; unknown fields (e.g. <c>model</c>) are ignored.</summary>
+public sealed class CreateJobRequest
+{
+    /// <summary>Completion prompt. Give either this or <see cref="Messages"/>.</summary>
+    public string? Prompt { get; set; }
+
+    /// <summary>Chat messages (<c>system</c>, <c>user</c>, <c>assistant</c>). Give either this or <see cref="Prompt"/>.</summary>
+    public List<ChatMessageDto>? Messages { get; set; }
+
+    /// <summary>New tokens to generate at most (1..context size).</summary>
+    public int? MaxTokens { get; set; }
+
+    /// <summary>0..2; 0 is greedy. Default 1.</summary>
+    public float? Temperature { get; set; }
+
+    /// <summary>(0, 1]. Default 1.</summary>
+    public float? TopP { get; set; }
+
+    /// <summary>Sampler seed for repeatable output.</summary>
+    public uint? Seed { get; set; }
+
+    /// <summary>A stop string or up to 4 of them.</summary>
+    public JsonElement? Stop { get; set; }
+}
+
+public sealed class ChatMessageDto
+{
+    public string? Role { get; set; }
+
+    public JsonElement? Content { get; set; }
+}
+
+/// <summary>A job as the API shows it.</summary>
+public sealed record JobResponse
+{
+    public required Guid Id { get; init; }
+    public string Object => "job";
+    public required string Status { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+    public DateTimeOffset? QueuedAt { get; init; }
+    public DateTimeOffset? StartedAt { get; init; }
+    public DateTimeOffset? FinishedAt { get; init; }
+    public string? OutputText { get; init; }
+    public string? FinishReason { get; init; }
+    public UsageResponse? Usage { get; init; }
+    public JobTimings? Timings { get; init; }
+    public string? Error { get; init; }
+    public int Attempts { get; init; }
+}
+
+public sealed record UsageResponse(int PromptTokens, int CompletionTokens, int TotalTokens);
+
+/// <summary>Milliseconds spent waiting for a worker and running on it.</summary>
+public sealed record JobTimings(double? QueueMs, double? RunMs, double? TotalMs);
+
+internal static class JobRequestValidator
+{
+    private static readonly HashSet<string> Roles = ["system", "user", "assistant"];
+
+    /// <summary>Validates and normalises a request; on failure returns errors keyed by field.</summary>
+    public static (GenerationParameters? Parameters, List<ChatMessage>? Messages, Dictionary<string, string[]> Errors) Validate(
+        CreateJobRequest r, ProducerOptions options)
+    {
+        var errors = new Dictionary<string, List<string>>();
+        void Error(string field, string message)
+        {
+            if (!errors.TryGetValue(field, out var list))
+            {
+                errors[field] = list = [];
+            }
+
+            list.Add(message);
+        }
+
+        var promptChars = 0;
+        List<ChatMessage>? messages = null;
+        if (r.Prompt is null && r.Messages is null)
+        {
+            Error("prompt", "Give either 'prompt' (a completion) or 'messages' (a chat); neither was given.");
+        }
+        else if (r.Prompt is not null && r.Messages is not null)
+        {
+            Error("prompt", "Give either 'prompt' or 'messages', not both.");
+        }
+        else if (r.Prompt is not null)
+        {
+            if (r.Prompt.Length == 0)
+            {
+                Error("prompt", "'prompt' is empty.");
+            }
+
+            promptChars = r.Prompt.Length;
+        }
+        else
+        {
+            messages = [];
+            if (r.Messages!.Count == 0)
+            {
+                Error("messages", "'messages' is empty: give at least one message.");
+            }
+
+            for (var i = 0; i < r.Messages.Count; i++)
+            {
+                var m = r.Messages[i];
+                if (m is null)
+                {
+                    Error($"messages[{i}]", "A message must be an object with 'role' and 'content'.");
+                    continue;
+                }
+
+                if (m.Role is null || !Roles.Contains(m.Role))
+                {
+                    Error($"messages[{i}].role", $"Unknown role '{m.Role}': use one of system, user, assistant.");
+                }
+
+                if (m.Content is not { ValueKind: JsonValueKind.String } content)
+                {
+                    Error($"messages[{i}].content", "'content' must be a string.");
+                    continue;
+                }
+
+                var text = content.GetString()!;
+                promptChars += text.Length;
+                messages.Add(new ChatMessage(m.Role ?? "", text));
+            }
+        }
+
+        var maxChars = options.EffectiveMaxPromptCharacters;
+        if (promptChars > maxChars)
+        {
+            Error(r.Prompt is not null ? "prompt" : "messages",
+                $"The prompt has {promptChars} characters; the limit for a context of {options.ContextSize} tokens is {maxChars}.");
+        }
+
+        var maxTokens = r.MaxTokens ?? Math.Min(options.DefaultMaxTokens, options.ContextSize - 1);
+        if (maxTokens < 1 || maxTokens > options.ContextSize - 1)
+        {
+            Error("max_tokens", $"'max_tokens' must be between 1 and {options.ContextSize - 1} (the context size is {options.ContextSize} tokens); got {maxTokens}.");
+        }
+
+        var temperature = r.Temperature ?? 1f;
+        if (!(temperature >= 0f && temperature <= 2f))
+        {
+            Error("temperature", $"'temperature' must be between 0 and 2; got {temperature}.");
+        }
+
+        var topP = r.TopP ?? 1f;
+        if (!(topP > 0f && topP <= 1f))
+        {
+            Error("top_p", $"'top_p' must be greater than 0 and at most 1; got {topP}.");
+        }
+
+        var stop = new List<string>();
+        switch (r.Stop)
+        {
+            case null or { ValueKind: JsonValueKind.Null }:
+                break;
+            case { ValueKind: JsonValueKind.String } s:
+                stop.Add(s.GetString()!);
+                break;
+            case { ValueKind: JsonValueKind.Array } a when a.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String):
+                stop.AddRange(a.EnumerateArray().Select(e => e.GetString()!));
+                break;
+            default:
+                Error("stop", "'stop' must be a string or an array of strings.");
+                break;
+        }
+
+        if (stop.Count > 4)
+        {
+            Error("stop", $"At most 4 stop strings; got {stop.Count}.");
+        }
+
+        if (stop.Any(s => s.Length == 0 || s.Length > 256))
+        {
+            Error("stop", "Each stop string must have 1 to 256 characters.");
+        }
+
+        if (errors.Count > 0)
+        {
+            return (null, null, errors.ToDictionary(e => e.Key, e => e.Value.ToArray()));
+        }
+
+        var parameters = new GenerationParameters
+        {
+            MaxTokens = maxTokens, Temperature = temperature, TopP = topP, Seed = r.Seed, Stop = stop,
+        };
+        return (parameters, messages, []);
+    }
+}

@@ -1,0 +1,213 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using LlmServing.Contracts;
+using LlmServing.ResultStore.Jobs;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Options;
+
+namespace LlmServing.Producer.Jobs;
+
+public static class JobsApi
+{
+    public static IEndpointRouteBuilder MapJobsApi(this IEndpointRouteBuilder app)
+    {
+        var jobs = app.MapGroup("/v1/jobs").WithTags("Jobs");
+        jobs.MapPost("/", CreateJob)
+            .WithName("CreateJob")
+            .WithSummary("Queue an inference job")
+            .WithDescription("Accepts a completion (`prompt`) or a chat (`messages`). Answers 202 with the job and its " +
+                             "`Location` once the job is durable in PostgreSQL. An `Idempotency-Key` header returns the " +
+                             "same job for the same key.")
+            .Accepts<CreateJobRequest>("application/json")
+            .Produces<JobResponse>(StatusCodes.Status202Accepted)
+            .ProducesValidationProblem(StatusCodes.Status422UnprocessableEntity)
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType);
+        jobs.MapGet("/{id:guid}", GetJob)
+            .WithName("GetJob")
+            .WithSummary("Get a job's status and result")
+            .WithDescription("`?wait=N` long-polls up to N seconds until the job reaches a final state.")
+            .Produces<JobResponse>()
+            .ProducesProblem(StatusCodes.Status404NotFound);
+        return app;
+    }
+
+    private static async Task<IResult> CreateJob(
+        HttpRequest http,
+        JobStore store,
+        JobPublisher publisher,
+        IOptions<ProducerOptions> options,
+        IOptions<JsonOptions> json,
+        CancellationToken ct)
+    {
+        var o = options.Value;
+        if (!http.HasJsonContentType())
+        {
+            return Problem(StatusCodes.Status415UnsupportedMediaType, "Unsupported content type",
+                $"Send the job as JSON with 'Content-Type: application/json' (got '{http.ContentType ?? "none"}').");
+        }
+
+        if (http.ContentLength > o.MaxRequestBytes)
+        {
+            return TooLarge(o);
+        }
+
+        var body = await ReadLimitedAsync(http.Body, o.MaxRequestBytes, ct);
+        if (body is null)
+        {
+            return TooLarge(o);
+        }
+
+        CreateJobRequest? request;
+        try
+        {
+            request = JsonSerializer.Deserialize<CreateJobRequest>(body, json.Value.SerializerOptions);
+        }
+        catch (JsonException e)
+        {
+            return Problem(StatusCodes.Status400BadRequest, "Malformed JSON",
+                $"The body is not a valid job request: {e.Message}");
+        }
+
+        if (request is null)
+        {
+            return Problem(StatusCodes.Status400BadRequest, "Malformed JSON", "The body must be a JSON object, not null.");
+        }
+
+        var (parameters, messages, errors) = JobRequestValidator.Validate(request, o);
+        if (parameters is null)
+        {
+            return TypedResults.ValidationProblem(errors, title: "The job request is invalid",
+                type: "https://tools.ietf.org/html/rfc4918#section-11.2");
+        }
+
+        var idempotencyKey = http.Headers["Idempotency-Key"].ToString();
+        if (idempotencyKey.Length > 255)
+        {
+            return Problem(StatusCodes.Status400BadRequest, "Idempotency-Key too long", "The Idempotency-Key header has at most 255 characters.");
+        }
+
+        var id = Guid.CreateVersion7();
+        var message = new GenerateCompletion
+        {
+            JobId = id,
+            TenantId = Tenants.Default,
+            Prompt = request.Prompt,
+            Messages = messages,
+            Parameters = parameters,
+        };
+        var job = new Job
+        {
+            Id = id,
+            TenantId = Tenants.Default,
+            IdempotencyKey = idempotencyKey.Length > 0 ? idempotencyKey : null,
+            RequestHash = Convert.ToHexString(SHA256.HashData(body)),
+            Request = JsonSerializer.Serialize(message, JobPublisher.MessageJson),
+        };
+
+        var (stored, created) = await store.CreateAsync(job, ct);
+        if (!created && stored.RequestHash != job.RequestHash)
+        {
+            return Problem(StatusCodes.Status422UnprocessableEntity, "Idempotency-Key reused",
+                $"The Idempotency-Key '{idempotencyKey}' was already used for job {stored.Id} with a different request body.");
+        }
+
+        if (created)
+        {
+            // The job is durable now; if the broker is unreachable the sweep publishes it later.
+            await publisher.TryPublishAsync(stored, ct);
+        }
+        else
+        {
+            http.HttpContext.Response.Headers["Idempotent-Replayed"] = "true";
+        }
+
+        var current = await store.FindAsync(stored.Id, stored.TenantId, ct) ?? stored;
+        return TypedResults.Accepted($"/v1/jobs/{current.Id}", ToResponse(current));
+    }
+
+    private static async Task<Results<Ok<JobResponse>, ProblemHttpResult>> GetJob(
+        Guid id,
+        int? wait,
+        JobStore store,
+        IOptions<ProducerOptions> options,
+        CancellationToken ct)
+    {
+        var maxWait = options.Value.MaxWaitSeconds;
+        if (wait is < 0 || wait > maxWait)
+        {
+            return TypedResults.Problem(statusCode: StatusCodes.Status400BadRequest, title: "Invalid wait",
+                detail: $"'wait' is a number of seconds from 0 to {maxWait}.");
+        }
+
+        var deadline = DateTimeOffset.UtcNow.AddSeconds(wait ?? 0);
+        while (true)
+        {
+            var job = await store.FindAsync(id, Tenants.Default, ct);
+            if (job is null)
+            {
+                return TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found",
+                    detail: $"There is no job with id {id}.");
+            }
+
+            if (JobStatuses.IsFinal(job.Status) || DateTimeOffset.UtcNow >= deadline)
+            {
+                return TypedResults.Ok(ToResponse(job));
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(100), ct);
+        }
+    }
+
+    internal static JobResponse ToResponse(Job j)
+    {
+        static double? Ms(DateTimeOffset? from, DateTimeOffset? to) =>
+            from is { } f && to is { } t ? Math.Round((t - f).TotalMilliseconds, 1) : null;
+
+        return new JobResponse
+        {
+            Id = j.Id,
+            Status = j.Status,
+            CreatedAt = j.CreatedAt,
+            QueuedAt = j.QueuedAt,
+            StartedAt = j.StartedAt,
+            FinishedAt = j.FinishedAt,
+            OutputText = j.OutputText,
+            FinishReason = j.FinishReason,
+            Usage = j.CompletionTokens is { } c
+                ? new UsageResponse(j.PromptTokens ?? 0, c, (j.PromptTokens ?? 0) + c)
+                : null,
+            Timings = new JobTimings(Ms(j.CreatedAt, j.StartedAt), Ms(j.StartedAt, j.FinishedAt), Ms(j.CreatedAt, j.FinishedAt)),
+            Error = j.Error,
+            Attempts = j.Attempts,
+        };
+    }
+
+    private static ProblemHttpResult Problem(int status, string title, string detail) =>
+        TypedResults.Problem(statusCode: status, title: title, detail: detail);
+
+    private static ProblemHttpResult TooLarge(ProducerOptions o) =>
+        Problem(StatusCodes.Status413PayloadTooLarge, "Request too large",
+            $"A job request has at most {o.MaxRequestBytes} bytes; for many requests use a batch file.");
+
+    /// <summary>Reads the body up to <paramref name="limit"/> bytes; null when it is longer.</summary>
+    private static async Task<byte[]?> ReadLimitedAsync(Stream body, int limit, CancellationToken ct)
+    {
+        using var buffer = new MemoryStream();
+        var chunk = new byte[16 * 1024];
+        int read;
+        while ((read = await body.ReadAsync(chunk, ct)) > 0)
+        {
+            if (buffer.Length + read > limit)
+            {
+                return null;
+            }
+
+            buffer.Write(chunk, 0, read);
+        }
+
+        return buffer.ToArray();
+    }
+}

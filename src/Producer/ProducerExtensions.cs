@@ -1,0 +1,53 @@
+using System.Text.Json;
+using LlmServing.Producer.Jobs;
+using LlmServing.Producer.Messaging;
+using LlmServing.ResultStore;
+using MassTransit;
+using Microsoft.Extensions.Options;
+using Scalar.AspNetCore;
+
+namespace LlmServing.Producer;
+
+public static class ProducerExtensions
+{
+    /// <summary>
+    /// Adds the Producer: result store, RabbitMQ (MassTransit, send-only), the job queue declaration, the publish
+    /// sweep and the API's JSON and problem-details conventions. Needs <c>ConnectionStrings:Postgres</c> and
+    /// <c>ConnectionStrings:RabbitMq</c>.
+    /// </summary>
+    public static WebApplicationBuilder AddProducer(this WebApplicationBuilder builder)
+    {
+        builder.AddResultStore();
+        builder.Services.AddOptions<ProducerOptions>().BindConfiguration(ProducerOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.ConfigureHttpJsonOptions(o =>
+        {
+            o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+            o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never;
+        });
+        builder.Services.AddProblemDetails();
+        builder.Services.AddOpenApi();
+
+        var rabbit = builder.Configuration.GetConnectionString("RabbitMq")
+            ?? throw new OptionsValidationException("ConnectionStrings:RabbitMq", typeof(string),
+                ["ConnectionStrings:RabbitMq is not set (environment variable ConnectionStrings__RabbitMq)."]);
+        builder.Services.AddMassTransit(x => x.UsingRabbitMq((_, cfg) => cfg.Host(new Uri(rabbit))));
+        builder.Services.AddSingleton<JobQueueDeclarer>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<JobQueueDeclarer>());
+        builder.Services.AddSingleton<JobPublisher>();
+        builder.Services.AddHostedService<PublishSweeper>();
+        return builder;
+    }
+
+    /// <summary>Maps the API, the OpenAPI document (<c>/openapi/v1.json</c>) and the interactive page (<c>/docs</c>).</summary>
+    public static WebApplication MapProducer(this WebApplication app)
+    {
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.MapOpenApi();
+        app.MapScalarApiReference("/docs");
+        app.MapGet("/", () => Results.Redirect("/docs")).ExcludeFromDescription();
+        app.MapJobsApi();
+        return app;
+    }
+}

@@ -1,0 +1,7 @@
+using LlmServing.Producer;
+
+var builder = WebApplication.CreateBuilder(args);
+builder.AddProducer();
+var app = builder.Build();
+app.MapProducer();
+app.Run();

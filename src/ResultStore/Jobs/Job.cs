@@ -1,0 +1,55 @@
+namespace LlmServing.ResultStore.Jobs;
+
+/// <summary>One inference job: the request, its state and its result. Row of table <c>jobs</c>.</summary>
+public sealed class Job
+{
+    public Guid Id { get; set; }
+
+    public string TenantId { get; set; } = Tenants.Default;
+
+    /// <summary>See <see cref="Contracts.JobStatuses"/>.</summary>
+    public string Status { get; set; } = Contracts.JobStatuses.Queued;
+
+    /// <summary>Client-chosen key (header <c>Idempotency-Key</c>), unique per tenant.</summary>
+    public string? IdempotencyKey { get; set; }
+
+    /// <summary>SHA-256 of the request body, to reject a reused idempotency key with a different request.</summary>
+    public string? RequestHash { get; set; }
+
+    /// <summary>The <see cref="Contracts.GenerateCompletion"/> message as JSON (jsonb).</summary>
+    public string Request { get; set; } = "{}";
+
+    public string? OutputText { get; set; }
+
+    /// <summary><c>stop</c> (EOS or a stop string), <c>length</c> (max_tokens), or null while not finished.</summary>
+    public string? FinishReason { get; set; }
+
+    public int? PromptTokens { get; set; }
+
+    public int? CompletionTokens { get; set; }
+
+    /// <summary>Row committed (the moment the API accepted the job).</summary>
+    public DateTimeOffset CreatedAt { get; set; }
+
+    /// <summary>Message handed to the broker; null while the broker has not confirmed it (the sweep retries).</summary>
+    public DateTimeOffset? QueuedAt { get; set; }
+
+    /// <summary>Last time a worker claimed the job.</summary>
+    public DateTimeOffset? StartedAt { get; set; }
+
+    public DateTimeOffset? FinishedAt { get; set; }
+
+    public string? Error { get; set; }
+
+    /// <summary>How many times a worker claimed the job (more than 1 after a redelivery).</summary>
+    public int Attempts { get; set; }
+
+    /// <summary>The worker that last claimed the job.</summary>
+    public string? WorkerId { get; set; }
+}
+
+/// <summary>Tenants until API keys exist: every job belongs to the default tenant.</summary>
+public static class Tenants
+{
+    public const string Default = "default";
+}

@@ -1,0 +1,28 @@
+using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Metadata.Builders;
+
+namespace LlmServing.ResultStore.Jobs;
+
+internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
+{
+    public void Configure(EntityTypeBuilder<Job> builder)
+    {
+        builder.ToTable("jobs");
+        builder.HasKey(j => j.Id);
+        builder.Property(j => j.TenantId).HasMaxLength(64);
+        builder.Property(j => j.Status).HasMaxLength(16);
+        builder.Property(j => j.IdempotencyKey).HasMaxLength(255);
+        builder.Property(j => j.RequestHash).HasMaxLength(64);
+        builder.Property(j => j.Request).HasColumnType("jsonb");
+        builder.Property(j => j.FinishReason).HasMaxLength(16);
+        builder.Property(j => j.WorkerId).HasMaxLength(128);
+        builder.HasIndex(j => new { j.TenantId, j.IdempotencyKey })
+            .IsUnique()
+            .HasFilter("idempotency_key IS NOT NULL");
+        // The publish sweep looks for accepted jobs the broker never confirmed.
+        builder.HasIndex(j => j.CreatedAt)
+            .HasDatabaseName("ix_jobs_unpublished")
+            .HasFilter("queued_at IS NULL AND status = 'queued'");
+        builder.HasIndex(j => j.Status);
+    }
+}
