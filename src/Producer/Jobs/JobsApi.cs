@@ -5,6 +5,7 @@ using LlmServing.ResultStore.Jobs;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Options;
+using Microsoft.OpenApi;
 
 namespace LlmServing.Producer.Jobs;
 
@@ -19,7 +20,17 @@ public static class JobsApi
             .WithDescription("Accepts a completion (`prompt`) or a chat (`messages`). Answers 202 with the job and its " +
                              "`Location` once the job is durable in PostgreSQL. An `Idempotency-Key` header returns the " +
                              "same job for the same key.")
-            .Accepts<CreateJobRequest>("application/json")
+            // The body is read by the handler (so a wrong content type gets a specific 415), hence no Accepts():
+            // it would make routing answer 415 itself. The schema is added to the OpenAPI document here instead.
+            .AddOpenApiOperationTransformer(async (operation, context, ct) =>
+            {
+                var schema = await context.GetOrCreateSchemaAsync(typeof(CreateJobRequest), null, ct);
+                operation.RequestBody = new OpenApiRequestBody
+                {
+                    Required = true,
+                    Content = new Dictionary<string, OpenApiMediaType> { ["application/json"] = new() { Schema = schema } },
+                };
+            })
             .Produces<JobResponse>(StatusCodes.Status202Accepted)
             .ProducesValidationProblem(StatusCodes.Status422UnprocessableEntity)
             .ProducesProblem(StatusCodes.Status400BadRequest)
@@ -79,8 +90,12 @@ public static class JobsApi
         var (parameters, messages, errors) = JobRequestValidator.Validate(request, o);
         if (parameters is null)
         {
-            return TypedResults.ValidationProblem(errors, title: "The job request is invalid",
-                type: "https://tools.ietf.org/html/rfc4918#section-11.2");
+            return TypedResults.Problem(new HttpValidationProblemDetails(errors)
+            {
+                Status = StatusCodes.Status422UnprocessableEntity,
+                Title = "The job request is invalid",
+                Type = "https://tools.ietf.org/html/rfc4918#section-11.2",
+            });
         }
 
         var idempotencyKey = http.Headers["Idempotency-Key"].ToString();

@@ -1,0 +1,139 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using LlmServing.Tests.Infrastructure;
+
+namespace LlmServing.Tests;
+
+/// <summary>Every rejected request gets its status code and an RFC 7807 problem that says what is wrong.</summary>
+[TestFixture]
+[NonParallelizable]
+public sealed class BadInputTests
+{
+    private readonly string _queue = $"llm-jobs-test-{TestServices.RunId}-badinput";
+    private ProducerInstance _producer = null!;
+
+    [OneTimeSetUp]
+    public async Task StartAsync() =>
+        _producer = await ProducerInstance.StartAsync(_queue, new Dictionary<string, string?>
+        {
+            ["Producer:ContextSize"] = "1024",
+            ["Producer:MaxRequestBytes"] = "65536",
+        });
+
+    [OneTimeTearDown]
+    public async Task StopAsync()
+    {
+        await _producer.DisposeAsync();
+        await Broker.DeleteAsync(_queue);
+    }
+
+    private static IEnumerable<TestCaseData> InvalidBodies()
+    {
+        TestCaseData Case(string name, string json, int status, string field, string message) =>
+            new TestCaseData(json, status, field, message).SetName($"ShouldReject{status}_When{name}");
+
+        yield return Case("NeitherPromptNorMessages", """{"max_tokens": 5}""", 422, "prompt", "neither was given");
+        yield return Case("BothPromptAndMessages", """{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}""", 422, "prompt", "not both");
+        yield return Case("PromptIsEmpty", """{"prompt": ""}""", 422, "prompt", "'prompt' is empty");
+        yield return Case("MessagesAreEmpty", """{"messages": []}""", 422, "messages", "at least one message");
+        yield return Case("PromptIsLongerThanTheContextAllows", $$"""{"prompt": "{{new string('a', 8193)}}"}""", 422, "prompt", "limit for a context of 1024 tokens is 8192");
+        yield return Case("MaxTokensIsZero", """{"prompt": "a", "max_tokens": 0}""", 422, "max_tokens", "between 1 and 1023");
+        yield return Case("MaxTokensExceedsTheContext", """{"prompt": "a", "max_tokens": 1024}""", 422, "max_tokens", "between 1 and 1023");
+        yield return Case("TemperatureIsAboveTwo", """{"prompt": "a", "temperature": 2.5}""", 422, "temperature", "between 0 and 2");
+        yield return Case("TemperatureIsNegative", """{"prompt": "a", "temperature": -0.1}""", 422, "temperature", "between 0 and 2");
+        yield return Case("TopPIsZero", """{"prompt": "a", "top_p": 0}""", 422, "top_p", "greater than 0 and at most 1");
+        yield return Case("TopPIsAboveOne", """{"prompt": "a", "top_p": 1.5}""", 422, "top_p", "greater than 0 and at most 1");
+        yield return Case("RoleIsUnknown", """{"messages": [{"role": "wizard", "content": "hi"}]}""", 422, "messages[0].role", "Unknown role 'wizard'");
+        yield return Case("ContentIsNotAString", """{"messages": [{"role": "user", "content": 5}]}""", 422, "messages[0].content", "must be a string");
+        yield return Case("StopIsANumber", """{"prompt": "a", "stop": 3}""", 422, "stop", "string or an array of strings");
+        yield return Case("TooManyStopStrings", """{"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}""", 422, "stop", "At most 4");
+        yield return Case("JsonIsMalformed", """{"prompt": "a",""", 400, "", "not a valid job request");
+        yield return Case("MaxTokensIsAString", """{"prompt": "a", "max_tokens": "ten"}""", 400, "", "$.max_tokens");
+        yield return Case("BodyIsNotAnObject", """[1, 2]""", 400, "", "not a valid job request");
+    }
+
+    [TestCaseSource(nameof(InvalidBodies))]
+    public async Task ShouldRejectWithProblemDetails(string json, int status, string field, string message)
+    {
+        using var response = await _producer.Client.PostAsync("/v1/jobs", new StringContent(json, Encoding.UTF8, "application/json"));
+
+        var problem = await ReadProblemAsync(response, status);
+        var text = field.Length > 0
+            ? problem.GetProperty("errors").GetProperty(field)[0].GetString()
+            : problem.GetProperty("detail").GetString();
+        Assert.That(text, Does.Contain(message));
+    }
+
+    [Test]
+    public async Task ShouldReject415_WhenContentTypeIsNotJson()
+    {
+        using var response = await _producer.Client.PostAsync("/v1/jobs", new StringContent("""{"prompt": "a"}""", Encoding.UTF8, "text/plain"));
+
+        var problem = await ReadProblemAsync(response, 415);
+        Assert.That(problem.GetProperty("detail").GetString(), Does.Contain("application/json"));
+    }
+
+    [Test]
+    public async Task ShouldReject413_WhenBodyIsLargerThanTheLimit()
+    {
+        var json = $$"""{"prompt": "{{new string('a', 70_000)}}"}""";
+        using var response = await _producer.Client.PostAsync("/v1/jobs", new StringContent(json, Encoding.UTF8, "application/json"));
+
+        var problem = await ReadProblemAsync(response, 413);
+        Assert.That(problem.GetProperty("detail").GetString(), Does.Contain("at most 65536 bytes"));
+    }
+
+    [Test]
+    public async Task ShouldReject413_WhenChunkedBodyIsLargerThanTheLimit()
+    {
+        var content = new StreamContent(new MemoryStream(Encoding.UTF8.GetBytes($$"""{"prompt": "{{new string('a', 70_000)}}"}""")));
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/jobs") { Content = content };
+        request.Headers.TransferEncodingChunked = true;
+
+        using var response = await _producer.Client.SendAsync(request);
+
+        await ReadProblemAsync(response, 413);
+    }
+
+    [Test]
+    public async Task ShouldReturn404_WhenJobIdIsUnknown()
+    {
+        var id = Guid.NewGuid();
+        using var response = await _producer.Client.GetAsync($"/v1/jobs/{id}");
+
+        var problem = await ReadProblemAsync(response, 404);
+        Assert.That(problem.GetProperty("detail").GetString(), Does.Contain(id.ToString()));
+    }
+
+    [Test]
+    public async Task ShouldReturn404_WhenJobIdIsNotAGuid()
+    {
+        using var response = await _producer.Client.GetAsync("/v1/jobs/not-a-job");
+
+        await ReadProblemAsync(response, 404);
+    }
+
+    [Test]
+    public async Task ShouldReject400_WhenWaitIsOutOfRange()
+    {
+        var accepted = await _producer.Client.SubmitAsync(new { prompt = "wait", max_tokens = 2 });
+        using var response = await _producer.Client.GetAsync($"/v1/jobs/{accepted.Id}?wait=100000");
+
+        var problem = await ReadProblemAsync(response, 400);
+        Assert.That(problem.GetProperty("detail").GetString(), Does.Contain("seconds from 0 to 60"));
+    }
+
+    private static async Task<JsonElement> ReadProblemAsync(HttpResponseMessage response, int status)
+    {
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.That((int)response.StatusCode, Is.EqualTo(status), body);
+        Assert.That(response.Content.Headers.ContentType?.MediaType, Is.EqualTo("application/problem+json"), body);
+        var problem = JsonDocument.Parse(body).RootElement;
+        Assert.That(problem.GetProperty("status").GetInt32(), Is.EqualTo(status));
+        Assert.That(problem.GetProperty("title").GetString(), Is.Not.Empty);
+        return problem;
+    }
+}

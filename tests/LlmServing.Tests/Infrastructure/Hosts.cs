@@ -1,0 +1,183 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using LlmServing.GpuWorker;
+using LlmServing.GpuWorker.Inference;
+using LlmServing.Producer;
+using LlmServing.Producer.Jobs;
+using LlmServing.Producer.Messaging;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+
+namespace LlmServing.Tests.Infrastructure;
+
+/// <summary>A real Producer on Kestrel (loopback, free port) against the run's PostgreSQL and RabbitMQ.</summary>
+public sealed class ProducerInstance : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private ProducerInstance(WebApplication app, HttpClient client)
+    {
+        _app = app;
+        Client = client;
+    }
+
+    public HttpClient Client { get; }
+
+    public IServiceProvider Services => _app.Services;
+
+    public static async Task<ProducerInstance> StartAsync(string queue, IDictionary<string, string?>? settings = null)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            ContentRootPath = Directory.CreateTempSubdirectory("llmserving-producer-").FullName,
+            EnvironmentName = "Testing",
+        });
+        builder.Configuration.AddInMemoryCollection(Merge(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = TestServices.Postgres,
+            ["ConnectionStrings:RabbitMq"] = TestServices.RabbitMq,
+            ["Producer:JobQueue"] = queue,
+            ["Producer:ContextSize"] = "1024",
+            ["Producer:SweepInterval"] = "00:00:00.250",
+            ["Producer:SweepMinAge"] = "00:00:01",
+        }, settings));
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.AddProducer();
+        var app = builder.Build();
+        app.MapProducer();
+        await app.StartAsync();
+        var client = new HttpClient { BaseAddress = new Uri(app.Urls.First()), Timeout = TimeSpan.FromMinutes(2) };
+        return new ProducerInstance(app, client);
+    }
+
+    public Task QueueDeclared => Services.GetRequiredService<JobQueueDeclarer>().Declared;
+
+    public async ValueTask DisposeAsync()
+    {
+        Client.Dispose();
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+
+    internal static IEnumerable<KeyValuePair<string, string?>> Merge(
+        Dictionary<string, string?> defaults, IDictionary<string, string?>? overrides)
+    {
+        foreach (var (k, v) in overrides ?? new Dictionary<string, string?>())
+        {
+            defaults[k] = v;
+        }
+
+        return defaults;
+    }
+}
+
+/// <summary>A real GPU worker host (llama.cpp on the generated model) consuming the given queue.</summary>
+public sealed class WorkerInstance : IAsyncDisposable
+{
+    private readonly IHost _host;
+
+    private WorkerInstance(IHost host) => _host = host;
+
+    public BatchScheduler Scheduler => _host.Services.GetRequiredService<BatchScheduler>();
+
+    public static async Task<WorkerInstance> StartAsync(string queue, IDictionary<string, string?>? settings = null)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            ContentRootPath = Directory.CreateTempSubdirectory("llmserving-worker-").FullName,
+            EnvironmentName = "Testing",
+        });
+        builder.Configuration.AddInMemoryCollection(ProducerInstance.Merge(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = TestServices.Postgres,
+            ["ConnectionStrings:RabbitMq"] = TestServices.RabbitMq,
+            ["Worker:JobQueue"] = queue,
+            ["Inference:ModelPath"] = TestServices.ModelPath,
+            ["Inference:ContextSize"] = "4096",
+            ["Inference:Slots"] = "8",
+            ["Inference:Threads"] = "2",
+        }, settings));
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.AddGpuWorker();
+        var host = builder.Build();
+        await host.StartAsync();
+        return new WorkerInstance(host);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _host.StopAsync();
+        _host.Dispose();
+    }
+}
+
+/// <summary>Direct broker access for assertions and clean-up.</summary>
+public static class Broker
+{
+    public static async Task<uint> MessageCountAsync(string queue)
+    {
+        await using var connection = await new ConnectionFactory { Uri = new Uri(TestServices.RabbitMq) }.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        var ok = await channel.QueueDeclarePassiveAsync(queue);
+        return ok.MessageCount;
+    }
+
+    public static async Task DeleteAsync(params string[] queues)
+    {
+        await using var connection = await new ConnectionFactory { Uri = new Uri(TestServices.RabbitMq) }.CreateConnectionAsync();
+        foreach (var q in queues)
+        {
+            await using var channel = await connection.CreateChannelAsync();
+            await channel.QueueDeleteAsync(q);
+            await channel.QueueDeleteAsync(q + "_error");
+            await channel.QueueDeleteAsync(q + "_skipped");
+            await channel.ExchangeDeleteAsync(q);
+            await channel.ExchangeDeleteAsync(q + "_error");
+            await channel.ExchangeDeleteAsync(q + "_skipped");
+        }
+    }
+}
+
+/// <summary>Calls the jobs API the way a client would.</summary>
+public static class JobsClient
+{
+    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+    };
+
+    public static async Task<JobResponse> SubmitAsync(this HttpClient client, object body)
+    {
+        using var response = await client.PostAsJsonAsync("/v1/jobs", body, Json);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.That((int)response.StatusCode, Is.EqualTo(202), text);
+        Assert.That(response.Headers.Location?.ToString(), Does.EndWith("/v1/jobs/" + JsonDocument.Parse(text).RootElement.GetProperty("id").GetString()));
+        return JsonSerializer.Deserialize<JobResponse>(text, Json)!;
+    }
+
+    public static async Task<JobResponse> GetJobAsync(this HttpClient client, Guid id, int waitSeconds = 0)
+    {
+        var job = await client.GetFromJsonAsync<JobResponse>($"/v1/jobs/{id}?wait={waitSeconds}", Json);
+        return job!;
+    }
+
+    /// <summary>Long-polls until the job is final or <paramref name="timeout"/> passes.</summary>
+    public static async Task<JobResponse> WaitForFinalAsync(this HttpClient client, Guid id, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(60));
+        while (true)
+        {
+            var job = await client.GetJobAsync(id, waitSeconds: 10);
+            if (Contracts.JobStatuses.IsFinal(job.Status) || DateTime.UtcNow > deadline)
+            {
+                return job;
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+namespace LlmServing.Tests;
+
+/// <summary>Business logic and the model meet only through contracts (DESIGN.md).</summary>
+public sealed class LayoutTests
+{
+    [Test]
+    public void ShouldNotReferenceEachOther_WhenProducerAndGpuWorkerAreBuilt()
+    {
+        var producer = typeof(Producer.ProducerOptions).Assembly;
+        var worker = typeof(GpuWorker.WorkerOptions).Assembly;
+
+        Assert.That(producer.GetReferencedAssemblies().Select(a => a.Name), Does.Not.Contain(worker.GetName().Name));
+        Assert.That(worker.GetReferencedAssemblies().Select(a => a.Name), Does.Not.Contain(producer.GetName().Name));
+        Assert.That(producer.GetReferencedAssemblies().Select(a => a.Name), Does.Not.Contain("LLamaSharp"));
+    }
+}

@@ -1,0 +1,113 @@
+using LlmServing.Contracts;
+using LlmServing.ResultStore;
+using LlmServing.ResultStore.Jobs;
+using LlmServing.Tests.Infrastructure;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace LlmServing.Tests;
+
+/// <summary>State changes on the real database are idempotent and never move a job back from a final state.</summary>
+[TestFixture]
+public sealed class ResultStoreTests
+{
+    private IHost _host = null!;
+    private JobStore _store = null!;
+
+    [OneTimeSetUp]
+    public async Task StartAsync()
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            ContentRootPath = Directory.CreateTempSubdirectory("llmserving-store-").FullName,
+            EnvironmentName = "Testing",
+        });
+        builder.Configuration["ConnectionStrings:Postgres"] = TestServices.Postgres;
+        builder.AddResultStore();
+        _host = builder.Build();
+        await _host.StartAsync(); // applies migrations
+        _store = _host.Services.GetRequiredService<JobStore>();
+    }
+
+    [OneTimeTearDown]
+    public async Task StopAsync()
+    {
+        await _host.StopAsync();
+        _host.Dispose();
+    }
+
+    [Test]
+    public async Task ShouldChangeNothing_WhenTheSameJobIsCompletedTwice()
+    {
+        var id = await NewJobAsync();
+        await _store.TryStartAsync(id, "w1", CancellationToken.None);
+
+        var first = await _store.CompleteAsync(id, new JobResult("first", "length", 3, 4), CancellationToken.None);
+        var second = await _store.CompleteAsync(id, new JobResult("second", "stop", 9, 9), CancellationToken.None);
+
+        var job = (await _store.FindAsync(id, Tenants.Default, CancellationToken.None))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(first, Is.True);
+            Assert.That(second, Is.False);
+            Assert.That(job.OutputText, Is.EqualTo("first"));
+            Assert.That(job.CompletionTokens, Is.EqualTo(4));
+        });
+    }
+
+    [Test]
+    public async Task ShouldNotMoveBackwards_WhenAFinalJobIsClaimedOrFailed()
+    {
+        var id = await NewJobAsync();
+        await _store.TryStartAsync(id, "w1", CancellationToken.None);
+        await _store.CompleteAsync(id, new JobResult("done", "stop", 1, 1), CancellationToken.None);
+
+        var claimed = await _store.TryStartAsync(id, "w2", CancellationToken.None);
+        var failed = await _store.FailAsync(id, "late failure", null, CancellationToken.None);
+
+        var job = (await _store.FindAsync(id, Tenants.Default, CancellationToken.None))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(claimed, Is.Null);
+            Assert.That(failed, Is.False);
+            Assert.That(job.Status, Is.EqualTo(JobStatuses.Succeeded));
+            Assert.That(job.Error, Is.Null);
+            Assert.That(job.WorkerId, Is.EqualTo("w1"));
+            Assert.That(job.Attempts, Is.EqualTo(1));
+        });
+    }
+
+    [Test]
+    public async Task ShouldCountAttempts_WhenARunningJobIsClaimedAgainAfterARedelivery()
+    {
+        var id = await NewJobAsync();
+        await _store.TryStartAsync(id, "crashed-worker", CancellationToken.None);
+
+        var again = await _store.TryStartAsync(id, "w2", CancellationToken.None);
+
+        Assert.That(again!.Attempts, Is.EqualTo(2));
+        Assert.That(again.WorkerId, Is.EqualTo("w2"));
+        Assert.That(again.Status, Is.EqualTo(JobStatuses.Running));
+    }
+
+    [Test]
+    public async Task ShouldReturnTheExistingJob_WhenTheIdempotencyKeyIsUsedAgain()
+    {
+        var key = Guid.NewGuid().ToString();
+        var (first, created) = await _store.CreateAsync(new Job { Id = Guid.NewGuid(), IdempotencyKey = key }, CancellationToken.None);
+        var (second, createdAgain) = await _store.CreateAsync(new Job { Id = Guid.NewGuid(), IdempotencyKey = key }, CancellationToken.None);
+
+        Assert.That(created, Is.True);
+        Assert.That(createdAgain, Is.False);
+        Assert.That(second.Id, Is.EqualTo(first.Id));
+        await using var db = await _host.Services.GetRequiredService<IDbContextFactory<LlmServingDbContext>>().CreateDbContextAsync();
+        Assert.That(await db.Jobs.CountAsync(j => j.IdempotencyKey == key), Is.EqualTo(1));
+    }
+
+    private async Task<Guid> NewJobAsync()
+    {
+        var (job, _) = await _store.CreateAsync(new Job { Id = Guid.NewGuid() }, CancellationToken.None);
+        return job.Id;
+    }
+}
