@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure RabbitMQ and PostgreSQL are reachable, then prints the settings to export.
-#   - If ConnectionStrings__Postgres and ConnectionStrings__RabbitMq are already set, uses those servers.
+# Makes sure RabbitMQ and PostgreSQL are running locally (or uses yours).
+#   - With LLMSERVING_EXTERNAL_SERVICES=1, does nothing: ConnectionStrings__Postgres / __RabbitMq point at your servers.
 #   - Else, if a Docker engine answers, starts infra/compose.yaml.
 #   - Else installs (Debian/Ubuntu packages) and starts local servers on their default ports.
 # Idempotent: safe to run again while the services are up.
@@ -11,17 +11,15 @@ log() { echo "[services] $*" >&2; }
 SUDO=""; AS_PG="runuser -u postgres --"
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; AS_PG="sudo -u postgres"; fi
 
-PG_CS="Host=127.0.0.1;Port=5432;Username=llmserving;Password=llmserving;Database=llmserving"
-RMQ_CS="amqp://guest:guest@127.0.0.1:5672/"
-
-if [ -n "${ConnectionStrings__Postgres:-}" ] && [ -n "${ConnectionStrings__RabbitMq:-}" ]; then
-  log "using configured servers"
+if [ "${LLMSERVING_EXTERNAL_SERVICES:-}" = "1" ]; then
+  log "using the configured servers (LLMSERVING_EXTERNAL_SERVICES=1)"
   exit 0
 fi
 
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   log "Docker engine found: starting infra/compose.yaml"
   docker compose -f infra/compose.yaml up -d --wait postgres rabbitmq
+  dpkg -s libgomp1 >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libgomp1 >/dev/null; }
   exit 0
 fi
 
@@ -29,6 +27,7 @@ need_pkgs=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v rabbitmq-server >/dev/null 2>&1 || need_pkgs+=(rabbitmq-server)
 dpkg -s libgomp1 >/dev/null 2>&1 || need_pkgs+=(libgomp1)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]} (Debian packages)"
   $SUDO apt-get update -qq

@@ -9,7 +9,8 @@ namespace LlmServing.GpuWorker.Inference;
 /// Owns the model weights: loaded once when the host starts (so a bad model fails start-up, before any message
 /// is taken) and freed when it stops.
 /// </summary>
-public sealed class LlamaModel(IOptions<InferenceOptions> options, ILogger<LlamaModel> logger) : IHostedService, IDisposable
+public sealed class LlamaModel(IOptions<InferenceOptions> options, ILoggerFactory loggers, ILogger<LlamaModel> logger)
+    : IHostedService, IDisposable
 {
     private LLamaWeights? _weights;
 
@@ -25,6 +26,8 @@ public sealed class LlamaModel(IOptions<InferenceOptions> options, ILogger<Llama
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var o = options.Value;
+        // llama.cpp's own log goes through logging (category "LlamaCpp"), not straight to stderr.
+        NativeLogConfig.llama_log_set(loggers.CreateLogger("LlamaCpp"));
         logger.LogInformation(
             "Loading model {Path} (context {Context}, slots {Slots}, threads {Threads}, GPU layers {GpuLayers})",
             o.ModelPath, o.ContextSize, o.Slots, o.EffectiveThreads, o.GpuLayers);

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Quick start, command 2: runs the whole test suite against real RabbitMQ, PostgreSQL and llama.cpp (starting
+# local servers if needed). Its last line is the summary "N passed, N failed, N skipped".
+source "$(dirname "$0")/common.sh"
+bash scripts/services.sh
+echo "[llmserving] building" >&2
+dotnet build LlmServing.sln -v quiet -nologo >/dev/null || dotnet build LlmServing.sln -nologo -v quiet
+results="$ROOT/.artifacts/test-results"
+rm -rf "$results"
+set +e
+dotnet test LlmServing.sln --no-build --logger "trx;LogFileName=tests.trx" --logger "console;verbosity=normal" \
+  --results-directory "$results" 2>&1 | grep -vE '^(llama_|load|print_info|sched_|graph_|llm_load|init_|srv |common_|  - |set_abort|llama_model_loader|.*: +- )'
+status=${PIPESTATUS[0]}
+set -e
+trx=$(find "$results" -name '*.trx' | head -n 1)
+if [ -z "$trx" ]; then
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+counters=$(grep -o '<Counters [^>]*>' "$trx")
+num() { echo "$counters" | grep -o " $1=\"[0-9]*\"" | grep -o '[0-9]*'; }
+passed=$(num passed); failed=$(num failed); total=$(num total)
+errors=$(num error); timeout=$(num timeout); aborted=$(num aborted)
+failed=$(( ${failed:-0} + ${errors:-0} + ${timeout:-0} + ${aborted:-0} ))
+skipped=$(( ${total:-0} - ${passed:-0} - failed )); [ "$skipped" -ge 0 ] || skipped=0
+if [ "$status" != "0" ] && [ "$failed" = "0" ]; then failed=1; fi
+echo "${passed:-0} passed, ${failed} failed, ${skipped} skipped"
+[ "$failed" = "0" ]

@@ -1,0 +1,176 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+// llmserving: a small client of the LlmServing API (talks HTTP only; knows nothing of the servers' code).
+//   llmserving demo   [--api URL] [--jobs N] [--max-tokens N]   submit sample jobs at once, print results and timings
+//   llmserving submit [--api URL] --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--wait]
+//   llmserving get    [--api URL] ID [--wait SECONDS]
+var command = args.FirstOrDefault() ?? "help";
+var options = ParseOptions(args.Skip(1).ToArray(), out var positional);
+var api = new Uri(options.GetValueOrDefault("api") ?? Environment.GetEnvironmentVariable("LLMSERVING_API") ?? "http://127.0.0.1:5080");
+using var http = new HttpClient { BaseAddress = api, Timeout = TimeSpan.FromMinutes(5) };
+var json = new JsonSerializerOptions(JsonSerializerDefaults.Web) { WriteIndented = true };
+
+try
+{
+    return command switch
+    {
+        "demo" => await DemoAsync(),
+        "submit" => await SubmitAsync(),
+        "get" => await GetAsync(),
+        _ => Usage(),
+    };
+}
+catch (HttpRequestException e)
+{
+    Console.Error.WriteLine($"llmserving: cannot reach {api} ({e.Message}). Is the Producer running?");
+    return 3;
+}
+
+async Task<int> DemoAsync()
+{
+    var count = int.Parse(options.GetValueOrDefault("jobs") ?? "6", CultureInfo.InvariantCulture);
+    var maxTokens = int.Parse(options.GetValueOrDefault("max-tokens") ?? "48", CultureInfo.InvariantCulture);
+    string[] prompts =
+    [
+        "Summarise why a queue in front of a GPU keeps it busy.",
+        "List three things a batch worker must never lose.",
+        "Explain continuous batching in one sentence.",
+        "What is the capital of France?",
+        "Write a haiku about idle GPUs.",
+        "Translate 'hello world' into Spanish.",
+    ];
+    Console.WriteLine($"Submitting {count} jobs to {api} (max_tokens {maxTokens}) ...");
+    var clock = Stopwatch.StartNew();
+    var ids = await Task.WhenAll(Enumerable.Range(0, count).Select(async i =>
+    {
+        object body = i % 2 == 0
+            ? new { prompt = prompts[i % prompts.Length], max_tokens = maxTokens, temperature = 0.8, seed = i }
+            : new { messages = new[] { new { role = "user", content = prompts[i % prompts.Length] } }, max_tokens = maxTokens, temperature = 0 };
+        using var response = await http.PostAsJsonAsync("/v1/jobs", body);
+        var node = await ReadAsync(response);
+        return node["id"]!.GetValue<string>();
+    }));
+    var jobs = await Task.WhenAll(ids.Select(id => WaitAsync(id, TimeSpan.FromMinutes(5))));
+    var elapsed = clock.Elapsed;
+
+    Console.WriteLine();
+    Console.WriteLine($"{"job",-10} {"status",-10} {"prompt",6} {"compl",6} {"queue ms",9} {"run ms",8} {"total ms",9}  output");
+    foreach (var j in jobs)
+    {
+        var usage = j["usage"];
+        var t = j["timings"];
+        var output = (j["output_text"]?.GetValue<string>() ?? j["error"]?.GetValue<string>() ?? "").ReplaceLineEndings(" ");
+        Console.WriteLine(
+            $"{j["id"]!.GetValue<string>()[..8],-10} {j["status"],-10} {usage?["prompt_tokens"],6} {usage?["completion_tokens"],6} " +
+            $"{t?["queue_ms"],9} {t?["run_ms"],8} {t?["total_ms"],9}  {(output.Length > 60 ? output[..60] + "..." : output)}");
+    }
+
+    var tokens = jobs.Sum(j => j["usage"]?["completion_tokens"]?.GetValue<int>() ?? 0);
+    var succeeded = jobs.Count(j => j["status"]!.GetValue<string>() == "succeeded");
+    Console.WriteLine();
+    Console.WriteLine($"{succeeded}/{jobs.Length} succeeded; {tokens} tokens generated in {elapsed.TotalSeconds:F2} s " +
+                      $"({tokens / elapsed.TotalSeconds:F0} tokens/s end to end, submit to last result).");
+    return succeeded == jobs.Length ? 0 : 1;
+}
+
+async Task<int> SubmitAsync()
+{
+    var prompt = options.GetValueOrDefault("prompt");
+    if (prompt is null)
+    {
+        return Usage();
+    }
+
+    var body = new JsonObject { ["prompt"] = prompt };
+    foreach (var (key, name) in new[] { ("max-tokens", "max_tokens"), ("temperature", "temperature"), ("seed", "seed"), ("top-p", "top_p") })
+    {
+        if (options.TryGetValue(key, out var v))
+        {
+            body[name] = JsonNode.Parse(v);
+        }
+    }
+
+    using var response = await http.PostAsJsonAsync("/v1/jobs", body);
+    var job = await ReadAsync(response);
+    if (options.ContainsKey("wait"))
+    {
+        job = await WaitAsync(job["id"]!.GetValue<string>(), TimeSpan.FromMinutes(10));
+    }
+
+    Console.WriteLine(job.ToJsonString(json));
+    return 0;
+}
+
+async Task<int> GetAsync()
+{
+    if (positional.Count == 0)
+    {
+        return Usage();
+    }
+
+    var wait = options.GetValueOrDefault("wait") ?? "0";
+    using var response = await http.GetAsync($"/v1/jobs/{positional[0]}?wait={wait}");
+    Console.WriteLine((await ReadAsync(response)).ToJsonString(json));
+    return 0;
+}
+
+async Task<JsonNode> WaitAsync(string id, TimeSpan timeout)
+{
+    var deadline = DateTime.UtcNow + timeout;
+    while (true)
+    {
+        using var response = await http.GetAsync($"/v1/jobs/{id}?wait=20");
+        var job = await ReadAsync(response);
+        var status = job["status"]!.GetValue<string>();
+        if (status is "succeeded" or "failed" or "cancelled" || DateTime.UtcNow > deadline)
+        {
+            return job;
+        }
+    }
+}
+
+static async Task<JsonNode> ReadAsync(HttpResponseMessage response)
+{
+    var text = await response.Content.ReadAsStringAsync();
+    if (!response.IsSuccessStatusCode)
+    {
+        throw new InvalidOperationException($"{(int)response.StatusCode} {response.ReasonPhrase}: {text}");
+    }
+
+    return JsonNode.Parse(text)!;
+}
+
+static Dictionary<string, string> ParseOptions(string[] args, out List<string> positional)
+{
+    var result = new Dictionary<string, string>(StringComparer.Ordinal);
+    positional = [];
+    for (var i = 0; i < args.Length; i++)
+    {
+        if (args[i].StartsWith("--", StringComparison.Ordinal))
+        {
+            var key = args[i][2..];
+            result[key] = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : "true";
+        }
+        else
+        {
+            positional.Add(args[i]);
+        }
+    }
+
+    return result;
+}
+
+static int Usage()
+{
+    Console.Error.WriteLine("""
+        usage: llmserving demo   [--api URL] [--jobs N] [--max-tokens N]
+               llmserving submit [--api URL] --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--wait]
+               llmserving get    [--api URL] ID [--wait SECONDS]
+        The API defaults to $LLMSERVING_API or http://127.0.0.1:5080.
+        """);
+    return 2;
+}
