@@ -65,7 +65,7 @@ async Task<int> DemoAsync()
         var t = j["timings"];
         var output = (j["output_text"]?.GetValue<string>() ?? j["error"]?.GetValue<string>() ?? "").ReplaceLineEndings(" ");
         Console.WriteLine(
-            $"{j["id"]!.GetValue<string>()[..8],-10} {j["status"],-10} {usage?["prompt_tokens"],6} {usage?["completion_tokens"],6} " +
+            $"{j["id"]!.GetValue<string>()[^8..],-10} {j["status"],-10} {usage?["prompt_tokens"],6} {usage?["completion_tokens"],6} " +
             $"{t?["queue_ms"],9} {t?["run_ms"],8} {t?["total_ms"],9}  {(output.Length > 60 ? output[..60] + "..." : output)}");
     }
 

@@ -9,6 +9,13 @@ namespace LlmServing.ModelGen;
 /// </summary>
 public static class RandomLlamaModel
 {
+    public const string ImStart = "<|im_start|>";
+    public const string ImEnd = "<|im_end|>";
+
+    private const string ChatMlTemplate =
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}" +
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
     public static void Write(string path, ModelShape shape)
     {
         Validator.ValidateObject(shape, new ValidationContext(shape), validateAllProperties: true);
@@ -17,7 +24,7 @@ public static class RandomLlamaModel
             throw new ValidationException("Embedding must be a multiple of Heads, and Heads a multiple of KvHeads.");
         }
 
-        var (tokens, scores, types) = SpmVocabulary.Build(shape.Vocabulary);
+        var (tokens, scores, types) = SpmVocabulary.Build(shape.Vocabulary, shape.ChatMl ? [ImStart, ImEnd] : null);
         var gguf = new GgufWriter();
         gguf.Add("general.architecture", "llama");
         gguf.Add("general.name", $"llmserving-random-{shape.ParameterCount / 1000}k");
@@ -41,6 +48,10 @@ public static class RandomLlamaModel
         gguf.Add("tokenizer.ggml.eos_token_id", (uint)SpmVocabulary.EosId);
         gguf.Add("tokenizer.ggml.add_bos_token", true);
         gguf.Add("tokenizer.ggml.add_eos_token", false);
+        if (shape.ChatMl)
+        {
+            gguf.Add("tokenizer.chat_template", ChatMlTemplate);
+        }
 
         var random = new Random(shape.Seed);
         var matrix = shape.F16 ? GgufWriter.TensorType.F16 : GgufWriter.TensorType.F32;

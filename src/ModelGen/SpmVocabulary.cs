@@ -36,9 +36,13 @@ public static class SpmVocabulary
         "model", "token", "queue", "worker", "job", "batch", "result", "summary", "answer", "question",
     ];
 
-    /// <summary>Builds a vocabulary of exactly <paramref name="size"/> tokens (at least 512).</summary>
-    public static (List<string> Tokens, List<float> Scores, List<int> Types) Build(int size)
+    /// <summary>
+    /// Builds a vocabulary of exactly <paramref name="size"/> tokens (at least 512). <paramref name="controlTokens"/>
+    /// (e.g. a chat template's markers) take the last ids.
+    /// </summary>
+    public static (List<string> Tokens, List<float> Scores, List<int> Types) Build(int size, IReadOnlyList<string>? controlTokens = null)
     {
+        controlTokens ??= [];
         if (size < 512)
         {
             throw new ArgumentOutOfRangeException(nameof(size), size, "The vocabulary needs at least 512 tokens.");
@@ -104,15 +108,16 @@ public static class SpmVocabulary
             }
         }
 
+        var room = size - controlTokens.Count;
         using var filler = Fill().GetEnumerator();
-        while (tokens.Count + pieces.Count < size && filler.MoveNext())
+        while (tokens.Count + pieces.Count < room && filler.MoveNext())
         {
             Piece(filler.Current);
         }
 
-        if (tokens.Count + pieces.Count > size)
+        if (tokens.Count + pieces.Count > room)
         {
-            pieces.RemoveRange(size - tokens.Count, pieces.Count - (size - tokens.Count));
+            pieces.RemoveRange(room - tokens.Count, pieces.Count - (room - tokens.Count));
         }
 
         // Longer pieces score higher, so SPM prefers merging into whole words.
@@ -122,6 +127,13 @@ public static class SpmVocabulary
             tokens.Add(pieces[i]);
             types.Add(Normal);
             scores.Add(pieces[i].Length - (i * 1e-5f));
+        }
+
+        foreach (var control in controlTokens)
+        {
+            tokens.Add(control);
+            types.Add(Control);
+            scores.Add(0f);
         }
 
         return (tokens, scores, types);

@@ -56,15 +56,29 @@ public sealed class PromptRenderer(LLamaWeights model)
         {
             if (parts[i].Length > 0)
             {
-                tokens.AddRange(context.Tokenize(parts[i], addBos: i == 0, special: true));
+                tokens.AddRange(i == 0
+                    ? context.Tokenize(parts[i], addBos: true, special: true)
+                    : Continue(parts[i], special: true, context));
             }
 
             if (i < messages.Count && i < parts.Length - 1)
             {
-                tokens.AddRange(context.Tokenize(messages[i].Content, addBos: false, special: false));
+                tokens.AddRange(Continue(messages[i].Content, special: false, context));
             }
         }
 
         return [.. tokens];
+    }
+
+    /// <summary>
+    /// Tokenizes text that continues a prompt. SentencePiece tokenizers prefix every tokenize call with a space, which
+    /// is right at the start of a prompt but not in its middle; so the text is tokenized behind a newline and the
+    /// newline's tokens are cut off again (falling back to a plain call if the tokenizer merged across them).
+    /// </summary>
+    private static LLamaToken[] Continue(string text, bool special, LLamaContext context)
+    {
+        var prefix = context.Tokenize("\n", addBos: false, special: false);
+        var all = context.Tokenize("\n" + text, addBos: false, special: special);
+        return all.AsSpan().StartsWith(prefix) ? all[prefix.Length..] : context.Tokenize(text, addBos: false, special: special);
     }
 }

@@ -14,7 +14,7 @@ public static class JobsApi
     public static IEndpointRouteBuilder MapJobsApi(this IEndpointRouteBuilder app)
     {
         var jobs = app.MapGroup("/v1/jobs").WithTags("Jobs");
-        jobs.MapPost("/", CreateJob)
+        jobs.MapPost("", CreateJob)
             .WithName("CreateJob")
             .WithSummary("Queue an inference job")
             .WithDescription("Accepts a completion (`prompt`) or a chat (`messages`). Answers 202 with the job and its " +
