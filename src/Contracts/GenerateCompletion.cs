@@ -22,6 +22,9 @@ public sealed record GenerateCompletion
 
     /// <summary>Sampling and stopping parameters.</summary>
     public required GenerationParameters Parameters { get; init; }
+
+    /// <summary>A job not started by this time is not run; it ends <c>expired</c>. Null: no deadline.</summary>
+    public DateTimeOffset? Deadline { get; init; }
 }
 
 /// <summary>One chat message.</summary>
@@ -46,4 +49,10 @@ public sealed record GenerationParameters
 
     /// <summary>Stop strings; the output ends before the first occurrence of any of them.</summary>
     public IReadOnlyList<string> Stop { get; init; } = [];
+
+    /// <summary>Never sample end-of-sequence (as vLLM's <c>ignore_eos</c>): fixed-length work for benchmarks.</summary>
+    public bool IgnoreEos { get; init; }
+
+    /// <summary>Generation time limit in seconds; the output so far is kept with finish reason <c>time_limit</c>.</summary>
+    public int? MaxGenerationSeconds { get; init; }
 }

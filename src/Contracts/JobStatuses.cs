@@ -18,6 +18,9 @@ public static class JobStatuses
     /// <summary>Final: cancelled by the user.</summary>
     public const string Cancelled = "cancelled";
 
+    /// <summary>Final: its deadline passed before a worker started it.</summary>
+    public const string Expired = "expired";
+
     /// <summary>True for statuses a job never leaves.</summary>
-    public static bool IsFinal(string status) => status is Succeeded or Failed or Cancelled;
+    public static bool IsFinal(string status) => status is Succeeded or Failed or Cancelled or Expired;
 }

@@ -26,6 +26,7 @@ public static class WorkerExtensions
         builder.Services.AddSingleton<BatchScheduler>();
         builder.Services.AddSingleton<IGenerator>(sp => sp.GetRequiredService<BatchScheduler>());
         builder.Services.AddHostedService(sp => sp.GetRequiredService<BatchScheduler>());
+        builder.Services.AddHostedService<CancellationWatcher>();
 
         var rabbit = builder.Configuration.GetConnectionString("RabbitMq")
             ?? throw new OptionsValidationException("ConnectionStrings:RabbitMq", typeof(string),
@@ -50,7 +51,16 @@ public static class WorkerExtensions
                 });
             });
         });
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
+        // Graceful stop: MassTransit stops receiving, waits DrainTimeout for running jobs, then cancels the rest;
+        // a cancelled consume is not acknowledged, so RabbitMQ hands the message to another worker.
+        var drain = builder.Configuration.GetValue<TimeSpan?>($"{WorkerOptions.Section}:{nameof(WorkerOptions.DrainTimeout)}")
+                    ?? new WorkerOptions().DrainTimeout;
+        builder.Services.Configure<MassTransitHostOptions>(o =>
+        {
+            o.ConsumerStopTimeout = drain;
+            o.StopTimeout = drain + TimeSpan.FromSeconds(15);
+        });
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = drain + TimeSpan.FromSeconds(30));
         return builder;
     }
 }

@@ -15,4 +15,15 @@ public sealed class WorkerOptions
     /// <summary>Name recorded on the jobs this worker claims.</summary>
     [Required]
     public string WorkerId { get; set; } = $"{Environment.MachineName}:{Environment.ProcessId}";
+
+    /// <summary>How often the worker checks whether its running jobs were cancelled.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.050", "00:01:00")]
+    public TimeSpan CancelPollInterval { get; set; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>
+    /// On SIGTERM the worker stops taking messages and lets running jobs finish for this long; what is still running
+    /// then is dropped and its message returned to the queue, to run on another worker.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00", "01:00:00")]
+    public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(20);
 }

@@ -49,6 +49,8 @@ public sealed class BadInputTests
         yield return Case("ContentIsNotAString", """{"messages": [{"role": "user", "content": 5}]}""", 422, "messages[0].content", "must be a string");
         yield return Case("StopIsANumber", """{"prompt": "a", "stop": 3}""", 422, "stop", "string or an array of strings");
         yield return Case("TooManyStopStrings", """{"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}""", 422, "stop", "At most 4");
+        yield return Case("QueueTimeoutIsZero", """{"prompt": "a", "queue_timeout_seconds": 0}""", 422, "queue_timeout_seconds", "between 1 and 604800");
+        yield return Case("GenerationLimitIsOverAnHour", """{"prompt": "a", "max_generation_seconds": 5000}""", 422, "max_generation_seconds", "between 1 and 3600");
         yield return Case("JsonIsMalformed", """{"prompt": "a",""", 400, "", "not a valid job request");
         yield return Case("MaxTokensIsAString", """{"prompt": "a", "max_tokens": "ten"}""", 400, "", "$.max_tokens");
         yield return Case("BodyIsNotAnObject", """[1, 2]""", 400, "", "not a valid job request");
@@ -112,6 +114,14 @@ public sealed class BadInputTests
     public async Task ShouldReturn404_WhenJobIdIsNotAGuid()
     {
         using var response = await _producer.Client.GetAsync("/v1/jobs/not-a-job");
+
+        await ReadProblemAsync(response, 404);
+    }
+
+    [Test]
+    public async Task ShouldReturn404_WhenCancellingAnUnknownJob()
+    {
+        using var response = await _producer.Client.PostAsync($"/v1/jobs/{Guid.NewGuid()}/cancel", null);
 
         await ReadProblemAsync(response, 404);
     }

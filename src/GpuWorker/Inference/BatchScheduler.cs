@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
 using System.Threading.Channels;
@@ -24,20 +25,49 @@ public sealed class BatchScheduler(
 {
     private readonly Channel<Pending> _incoming = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly LinkedList<Pending> _retry = new();
+    private readonly ConcurrentDictionary<Guid, Pending> _byJob = new();
     private readonly InferenceOptions _options = options.Value;
+    private int _failNextDecode;
 
     public SchedulerCounters Counters { get; } = new();
+
+    /// <summary>Jobs waiting for or holding a slot.</summary>
+    public IReadOnlyCollection<Guid> JobIds => [.. _byJob.Keys];
 
     public Task<GenerationOutcome> GenerateAsync(GenerationRequest request, CancellationToken ct)
     {
         var pending = new Pending(request, ct);
+        _byJob[request.JobId] = pending;
+        pending.Completion.Task.ContinueWith(
+            _ => _byJob.TryRemove(new KeyValuePair<Guid, Pending>(request.JobId, pending)),
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         if (!_incoming.Writer.TryWrite(pending))
         {
+            pending.Completion.TrySetCanceled();
             throw new OperationCanceledException("The scheduler is stopping.");
         }
 
         return pending.Completion.Task;
     }
+
+    /// <summary>
+    /// A user cancelled the job: a waiting request ends before it starts, a running sequence is dropped at the next
+    /// step; either way the outcome has finish reason <c>cancelled</c> and the text generated so far.
+    /// </summary>
+    public bool RequestCancel(Guid jobId)
+    {
+        if (!_byJob.TryGetValue(jobId, out var pending))
+        {
+            return false;
+        }
+
+        pending.CancelRequested = true;
+        _incoming.Writer.TryWrite(Pending.Wake); // an idle loop re-checks its queue
+        return true;
+    }
+
+    /// <summary>Fault injection for tests: the next decode step is treated as failed (as a NoKvSlot would be).</summary>
+    public void FailNextDecode() => Interlocked.Exchange(ref _failNextDecode, 1);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -63,6 +93,11 @@ public sealed class BatchScheduler(
                 }
 
                 var result = await executor.Infer(stoppingToken);
+                if (Interlocked.Exchange(ref _failNextDecode, 0) == 1)
+                {
+                    result = DecodeResult.NoKvSlot;
+                }
+
                 if (result != DecodeResult.Ok)
                 {
                     executor = Rebuild(executor, active, result);
@@ -104,11 +139,23 @@ public sealed class BatchScheduler(
     private void Admit(BatchedExecutor executor, PromptRenderer renderer, List<Active> active)
     {
         var reserved = active.Sum(s => s.Reserved);
+        if (_options.Scheduling == SchedulingMode.Static && active.Count > 0)
+        {
+            return; // static batches: nothing joins until the whole batch has finished
+        }
+
         while (active.Count < _options.Slots && TryPeek(out var pending))
         {
-            if (pending.Completion.Task.IsCompleted)
+            if (pending == Pending.Wake || pending.Completion.Task.IsCompleted)
             {
                 Dequeue(pending);
+                continue;
+            }
+
+            if (pending.CancelRequested)
+            {
+                Dequeue(pending);
+                pending.Complete(new GenerationOutcome("", "cancelled", pending.Tokens?.Length ?? 0, 0));
                 continue;
             }
 
@@ -134,6 +181,7 @@ public sealed class BatchScheduler(
             conversation.Prompt(pending.Tokens);
             active.Add(new Active(pending, conversation, CreateSampler(pending.Request), new StreamingTokenDecoder(executor.Context), need));
             reserved += need;
+            Counters.Reserved(reserved);
         }
     }
 
@@ -151,13 +199,25 @@ public sealed class BatchScheduler(
                 continue;
             }
 
+            if (s.Pending.CancelRequested)
+            {
+                Finish(s, active, i, "cancelled");
+                continue;
+            }
+
+            if (s.Pending.Request.Parameters.MaxGenerationSeconds is { } limit && s.Elapsed.TotalSeconds >= limit)
+            {
+                Finish(s, active, i, "time_limit");
+                continue;
+            }
+
             if (!s.Conversation.RequiresSampling)
             {
                 continue; // still in prefill
             }
 
             var token = s.Conversation.Sample(s.Sampler);
-            if (token.IsEndOfGeneration(vocab))
+            if (token.IsEndOfGeneration(vocab) && !s.Pending.Request.Parameters.IgnoreEos)
             {
                 Finish(s, active, i, "stop");
                 continue;
@@ -221,13 +281,15 @@ public sealed class BatchScheduler(
     private static ISamplingPipeline CreateSampler(GenerationRequest request)
     {
         var p = request.Parameters;
-        if (p.Temperature <= 0f)
+        if (p.Temperature <= 0f && !p.IgnoreEos)
         {
             return new GreedySamplingPipeline();
         }
 
+        // Temperature 0 in this pipeline is greedy too; PreventEOS gives the end-of-generation tokens no chance.
         return new DefaultSamplingPipeline
         {
+            PreventEOS = p.IgnoreEos,
             Temperature = p.Temperature,
             TopP = p.TopP,
             TopK = 0,
@@ -262,6 +324,9 @@ public sealed class BatchScheduler(
 
     private sealed class Pending
     {
+        /// <summary>Queued by <see cref="RequestCancel"/> to wake an idle loop; never run.</summary>
+        public static readonly Pending Wake = new(new GenerationRequest(Guid.Empty, "", null, new() { MaxTokens = 1 }), CancellationToken.None);
+
         private readonly CancellationTokenRegistration _registration;
 
         public Pending(GenerationRequest request, CancellationToken ct)
@@ -277,6 +342,8 @@ public sealed class BatchScheduler(
         public LLamaToken[]? Tokens { get; set; }
 
         public int DecodeFailures { get; set; }
+
+        public volatile bool CancelRequested;
 
         public void Complete(GenerationOutcome outcome)
         {

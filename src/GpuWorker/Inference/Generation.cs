@@ -39,6 +39,7 @@ public sealed class SchedulerCounters
     private long _decodeFailures;
     private int _activeSequences;
     private int _peakActiveSequences;
+    private int _peakReservedTokens;
 
     /// <summary>Calls to <c>llama_decode</c> (one per step, whatever the number of sequences in it).</summary>
     public long DecodeSteps => Interlocked.Read(ref _decodeSteps);
@@ -62,6 +63,18 @@ public sealed class SchedulerCounters
         while (active > (peak = Volatile.Read(ref _peakActiveSequences)))
         {
             Interlocked.CompareExchange(ref _peakActiveSequences, active, peak);
+        }
+    }
+
+    /// <summary>Most KV cells ever reserved at once (prompts plus max_tokens of the active sequences).</summary>
+    public int PeakReservedTokens => Volatile.Read(ref _peakReservedTokens);
+
+    internal void Reserved(int tokens)
+    {
+        int peak;
+        while (tokens > (peak = Volatile.Read(ref _peakReservedTokens)))
+        {
+            Interlocked.CompareExchange(ref _peakReservedTokens, tokens, peak);
         }
     }
 

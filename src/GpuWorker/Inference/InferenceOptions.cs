@@ -35,6 +35,12 @@ public sealed class InferenceOptions : IValidatableObject
     [Range(0, 10)]
     public int MaxDecodeRetries { get; set; } = 2;
 
+    /// <summary>
+    /// <c>Continuous</c> (default): a request joins as soon as a slot and KV cells are free. <c>Static</c>: a batch
+    /// is filled, run until its last sequence ends, then the next one starts; kept to measure the difference.
+    /// </summary>
+    public SchedulingMode Scheduling { get; set; } = SchedulingMode.Continuous;
+
     public int EffectiveThreads => Threads > 0 ? Threads : Environment.ProcessorCount;
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
@@ -47,4 +53,10 @@ public sealed class InferenceOptions : IValidatableObject
                 [nameof(ModelPath)]);
         }
     }
+}
+
+public enum SchedulingMode
+{
+    Continuous,
+    Static,
 }

@@ -28,6 +28,12 @@ public sealed class GenerateCompletionConsumer(
             return;
         }
 
+        if (job.Status != JobStatuses.Running)
+        {
+            logger.LogInformation("Job {JobId} ended {Status} before it started", message.JobId, job.Status);
+            return;
+        }
+
         var outcome = await generator.GenerateAsync(
             new GenerationRequest(message.JobId, message.Prompt, message.Messages, message.Parameters), ct);
 
@@ -39,10 +45,15 @@ public sealed class GenerateCompletionConsumer(
             return;
         }
 
-        await jobs.CompleteAsync(
-            message.JobId,
-            new JobResult(outcome.Text, outcome.FinishReason ?? "stop", outcome.PromptTokens, outcome.CompletionTokens),
-            CancellationToken.None);
+        var result = new JobResult(outcome.Text, outcome.FinishReason ?? "stop", outcome.PromptTokens, outcome.CompletionTokens);
+        if (outcome.FinishReason == "cancelled")
+        {
+            await jobs.CompleteCancelledAsync(message.JobId, result, CancellationToken.None);
+            logger.LogInformation("Job {JobId} cancelled after {Completion} tokens", message.JobId, outcome.CompletionTokens);
+            return;
+        }
+
+        await jobs.CompleteAsync(message.JobId, result, CancellationToken.None);
         logger.LogInformation(
             "Job {JobId} succeeded: {Prompt} prompt + {Completion} completion tokens, attempt {Attempt}",
             message.JobId, outcome.PromptTokens, outcome.CompletionTokens, job.Attempts);

@@ -37,7 +37,7 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
     }
 }
 
-/// <summary>Periodically republishes accepted jobs whose message the broker never confirmed.</summary>
+/// <summary>Periodically republishes accepted jobs whose message the broker never confirmed, and expires overdue ones.</summary>
 public sealed class PublishSweeper(JobStore jobs, JobPublisher publisher, IOptions<ProducerOptions> options, ILogger<PublishSweeper> logger)
     : BackgroundService
 {
@@ -60,6 +60,13 @@ public sealed class PublishSweeper(JobStore jobs, JobPublisher publisher, IOptio
                 if (unpublished.Count > 0)
                 {
                     logger.LogInformation("Publish sweep found {Count} unconfirmed job(s)", unpublished.Count);
+                }
+
+                // Queued jobs past their deadline show as expired even while no worker runs.
+                var expired = await jobs.ExpireOverdueAsync(stoppingToken);
+                if (expired > 0)
+                {
+                    logger.LogInformation("Expired {Count} queued job(s) past their deadline", expired);
                 }
             }
             catch (Exception e) when (e is not OperationCanceledException)

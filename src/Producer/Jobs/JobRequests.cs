@@ -26,6 +26,15 @@ public sealed class CreateJobRequest
 
     /// <summary>A stop string or up to 4 of them.</summary>
     public JsonElement? Stop { get; set; }
+
+    /// <summary>Never end at end-of-sequence (as vLLM's <c>ignore_eos</c>): generates exactly <c>max_tokens</c>.</summary>
+    public bool? IgnoreEos { get; set; }
+
+    /// <summary>A job not started within this many seconds is not run (status <c>expired</c>).</summary>
+    public int? QueueTimeoutSeconds { get; set; }
+
+    /// <summary>Generation time limit; the text so far is kept with finish reason <c>time_limit</c>.</summary>
+    public int? MaxGenerationSeconds { get; set; }
 }
 
 public sealed class ChatMessageDto
@@ -51,6 +60,8 @@ public sealed record JobResponse
     public JobTimings? Timings { get; init; }
     public string? Error { get; init; }
     public int Attempts { get; init; }
+    public DateTimeOffset? Deadline { get; init; }
+    public DateTimeOffset? CancelRequestedAt { get; init; }
 }
 
 public sealed record UsageResponse(int PromptTokens, int CompletionTokens, int TotalTokens);
@@ -181,6 +192,16 @@ internal static class JobRequestValidator
             Error("stop", "Each stop string must have 1 to 256 characters.");
         }
 
+        if (r.QueueTimeoutSeconds is < 1 or > 7 * 24 * 3600)
+        {
+            Error("queue_timeout_seconds", $"'queue_timeout_seconds' must be between 1 and 604800 (7 days); got {r.QueueTimeoutSeconds}.");
+        }
+
+        if (r.MaxGenerationSeconds is < 1 or > 3600)
+        {
+            Error("max_generation_seconds", $"'max_generation_seconds' must be between 1 and 3600; got {r.MaxGenerationSeconds}.");
+        }
+
         if (errors.Count > 0)
         {
             return (null, null, errors.ToDictionary(e => e.Key, e => e.Value.ToArray()));
@@ -189,6 +210,7 @@ internal static class JobRequestValidator
         var parameters = new GenerationParameters
         {
             MaxTokens = maxTokens, Temperature = temperature, TopP = topP, Seed = r.Seed, Stop = stop,
+            IgnoreEos = r.IgnoreEos ?? false, MaxGenerationSeconds = r.MaxGenerationSeconds,
         };
         return (parameters, messages, []);
     }

@@ -42,7 +42,33 @@ public static class JobsApi
             .WithDescription("`?wait=N` long-polls up to N seconds until the job reaches a final state.")
             .Produces<JobResponse>()
             .ProducesProblem(StatusCodes.Status404NotFound);
+        jobs.MapPost("/{id:guid}/cancel", CancelJob)
+            .WithName("CancelJob")
+            .WithSummary("Cancel a job")
+            .WithDescription("A queued job is never started and ends `cancelled` at once. A running job is dropped at its " +
+                             "worker's next decode step and ends `cancelled` with the text generated so far " +
+                             "(`cancel_requested_at` is set meanwhile). 409 when the job already ended.")
+            .Produces<JobResponse>()
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict);
         return app;
+    }
+
+    private static async Task<IResult> CancelJob(Guid id, JobStore store, CancellationToken ct)
+    {
+        var before = await store.FindAsync(id, Tenants.Default, ct);
+        if (before is null)
+        {
+            return Problem(StatusCodes.Status404NotFound, "Job not found", $"There is no job with id {id}.");
+        }
+
+        if (JobStatuses.IsFinal(before.Status))
+        {
+            return Problem(StatusCodes.Status409Conflict, "Job already ended", $"Job {id} already ended with status '{before.Status}'.");
+        }
+
+        var job = await store.CancelAsync(id, Tenants.Default, ct);
+        return TypedResults.Ok(ToResponse(job!));
     }
 
     private static async Task<IResult> CreateJob(
@@ -105,8 +131,10 @@ public static class JobsApi
         }
 
         var id = Guid.CreateVersion7();
+        DateTimeOffset? deadline = request.QueueTimeoutSeconds is { } seconds ? DateTimeOffset.UtcNow.AddSeconds(seconds) : null;
         var message = new GenerateCompletion
         {
+            Deadline = deadline,
             JobId = id,
             TenantId = Tenants.Default,
             Prompt = request.Prompt,
@@ -119,6 +147,7 @@ public static class JobsApi
             TenantId = Tenants.Default,
             IdempotencyKey = idempotencyKey.Length > 0 ? idempotencyKey : null,
             RequestHash = Convert.ToHexString(SHA256.HashData(body)),
+            Deadline = deadline,
             Request = JsonSerializer.Serialize(message, JobPublisher.MessageJson),
         };
 
@@ -197,6 +226,8 @@ public static class JobsApi
             Timings = new JobTimings(Ms(j.CreatedAt, j.StartedAt), Ms(j.StartedAt, j.FinishedAt), Ms(j.CreatedAt, j.FinishedAt)),
             Error = j.Error,
             Attempts = j.Attempts,
+            Deadline = j.Deadline,
+            CancelRequestedAt = j.CancelRequestedAt,
         };
     }
 

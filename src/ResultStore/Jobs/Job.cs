@@ -46,6 +46,12 @@ public sealed class Job
 
     /// <summary>The worker that last claimed the job.</summary>
     public string? WorkerId { get; set; }
+
+    /// <summary>A job still queued at this time is not run (status <c>expired</c>).</summary>
+    public DateTimeOffset? Deadline { get; set; }
+
+    /// <summary>Set when a user asked to cancel a running job; its worker drops it at the next decode step.</summary>
+    public DateTimeOffset? CancelRequestedAt { get; set; }
 }
 
 /// <summary>Tenants until API keys exist: every job belongs to the default tenant.</summary>

@@ -24,5 +24,8 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
             .HasDatabaseName("ix_jobs_unpublished")
             .HasFilter("queued_at IS NULL AND status = 'queued'");
         builder.HasIndex(j => j.Status);
+        builder.HasIndex(j => j.Deadline)
+            .HasDatabaseName("ix_jobs_queued_deadline")
+            .HasFilter("status = 'queued' AND deadline IS NOT NULL");
     }
 }

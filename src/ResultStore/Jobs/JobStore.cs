@@ -13,7 +13,7 @@ public sealed record JobResult(string OutputText, string FinishReason, int Promp
 /// </summary>
 public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, TimeProvider clock)
 {
-    private static readonly string[] FinalStatuses = [JobStatuses.Succeeded, JobStatuses.Failed, JobStatuses.Cancelled];
+    private static readonly string[] FinalStatuses = [JobStatuses.Succeeded, JobStatuses.Failed, JobStatuses.Cancelled, JobStatuses.Expired];
 
     /// <summary>
     /// Inserts a new job. When the tenant already has a job with the same idempotency key, returns that job
@@ -67,28 +67,98 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     }
 
     /// <summary>
-    /// Claims a job for a worker: <c>queued</c> (or <c>running</c>, after a crash and redelivery) becomes
-    /// <c>running</c> and <c>attempts</c> grows by one. Returns null when the job is unknown or already final,
-    /// in which case the message is a duplicate and must be acknowledged without running it.
+    /// Claims a job for a worker in one statement: <c>queued</c> (or <c>running</c>, after a crash and redelivery)
+    /// becomes <c>running</c> and <c>attempts</c> grows by one; unless a cancel was requested (the job becomes
+    /// <c>cancelled</c>) or its deadline passed while queued (<c>expired</c>). Returns the job as it is now, or null
+    /// when it is unknown or was already final: then the message is a duplicate, to acknowledge without running.
+    /// Run it only when the returned status is <c>running</c>.
     /// </summary>
     public async Task<Job?> TryStartAsync(Guid id, string workerId, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
         await using var db = await contexts.CreateDbContextAsync(ct);
-        var claimed = await db.Jobs
-            .Where(j => j.Id == id && (j.Status == JobStatuses.Queued || j.Status == JobStatuses.Running))
+        var rows = await db.Jobs.FromSql($"""
+            UPDATE jobs AS j SET
+              status = n.next,
+              started_at = CASE WHEN n.next = 'running' THEN {now} ELSE j.started_at END,
+              queued_at = COALESCE(j.queued_at, {now}),
+              attempts = j.attempts + CASE WHEN n.next = 'running' THEN 1 ELSE 0 END,
+              worker_id = CASE WHEN n.next = 'running' THEN {workerId} ELSE j.worker_id END,
+              finished_at = CASE WHEN n.next = 'running' THEN j.finished_at ELSE {now} END
+            FROM (SELECT id,
+                         CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                              WHEN status = 'queued' AND deadline < {now} THEN 'expired'
+                              ELSE 'running' END AS next
+                  FROM jobs WHERE id = {id} AND status IN ('queued', 'running') FOR UPDATE) AS n
+            WHERE j.id = n.id
+            RETURNING j.*
+            """).AsNoTracking().ToListAsync(ct);
+        return rows.SingleOrDefault();
+    }
+
+    /// <summary>
+    /// Cancels a job for its owner: a queued job becomes <c>cancelled</c> at once (no worker will start it); a running
+    /// one gets <c>cancel_requested_at</c>, and its worker ends it as <c>cancelled</c> with the text so far.
+    /// Returns the job afterwards, or null when the tenant has no such job.
+    /// </summary>
+    public async Task<Job?> CancelAsync(Guid id, string tenantId, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        var cancelled = await db.Jobs
+            .Where(j => j.Id == id && j.TenantId == tenantId && j.Status == JobStatuses.Queued)
             .ExecuteUpdateAsync(s => s
-                .SetProperty(j => j.Status, JobStatuses.Running)
-                .SetProperty(j => j.StartedAt, now)
-                .SetProperty(j => j.QueuedAt, j => j.QueuedAt ?? now)
-                .SetProperty(j => j.Attempts, j => j.Attempts + 1)
-                .SetProperty(j => j.WorkerId, workerId), ct);
-        if (claimed == 0)
+                .SetProperty(j => j.Status, JobStatuses.Cancelled)
+                .SetProperty(j => j.CancelRequestedAt, now)
+                .SetProperty(j => j.FinishedAt, now), ct);
+        if (cancelled == 0)
         {
-            return null;
+            await db.Jobs
+                .Where(j => j.Id == id && j.TenantId == tenantId && j.Status == JobStatuses.Running && j.CancelRequestedAt == null)
+                .ExecuteUpdateAsync(s => s.SetProperty(j => j.CancelRequestedAt, now), ct);
         }
 
-        return await db.Jobs.AsNoTracking().SingleAsync(j => j.Id == id, ct);
+        return await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id && j.TenantId == tenantId, ct);
+    }
+
+    /// <summary>Of the given running jobs, those whose cancellation was requested.</summary>
+    public async Task<IReadOnlyList<Guid>> FindCancelRequestedAsync(IReadOnlyCollection<Guid> ids, CancellationToken ct)
+    {
+        if (ids.Count == 0)
+        {
+            return [];
+        }
+
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        return await db.Jobs.Where(j => ids.Contains(j.Id) && j.CancelRequestedAt != null && j.Status == JobStatuses.Running)
+            .Select(j => j.Id).ToListAsync(ct);
+    }
+
+    /// <summary>Marks queued jobs whose deadline has passed as <c>expired</c>. Returns how many.</summary>
+    public async Task<int> ExpireOverdueAsync(CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        return await db.Jobs
+            .Where(j => j.Status == JobStatuses.Queued && j.Deadline != null && j.Deadline < now)
+            .ExecuteUpdateAsync(s => s.SetProperty(j => j.Status, JobStatuses.Expired).SetProperty(j => j.FinishedAt, now), ct);
+    }
+
+    /// <summary>Ends a running job as <c>cancelled</c>, keeping what was generated. False when it was already final.</summary>
+    public async Task<bool> CompleteCancelledAsync(Guid id, JobResult partial, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        var updated = await db.Jobs
+            .Where(j => j.Id == id && !FinalStatuses.Contains(j.Status))
+            .ExecuteUpdateAsync(s => s
+                .SetProperty(j => j.Status, JobStatuses.Cancelled)
+                .SetProperty(j => j.OutputText, partial.OutputText)
+                .SetProperty(j => j.FinishReason, partial.FinishReason)
+                .SetProperty(j => j.PromptTokens, partial.PromptTokens)
+                .SetProperty(j => j.CompletionTokens, partial.CompletionTokens)
+                .SetProperty(j => j.FinishedAt, now), ct);
+        return updated == 1;
     }
 
     /// <summary>Writes a successful result. Returns false (and changes nothing) when the job was already final.</summary>

@@ -33,6 +33,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("integer")
                         .HasColumnName("attempts");
 
+                    b.Property<DateTimeOffset?>("CancelRequestedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("cancel_requested_at");
+
                     b.Property<int?>("CompletionTokens")
                         .HasColumnType("integer")
                         .HasColumnName("completion_tokens");
@@ -40,6 +44,10 @@ namespace LlmServing.ResultStore.Migrations
                     b.Property<DateTimeOffset>("CreatedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("created_at");
+
+                    b.Property<DateTimeOffset?>("Deadline")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("deadline");
 
                     b.Property<string>("Error")
                         .HasColumnType("text")
@@ -108,6 +116,10 @@ namespace LlmServing.ResultStore.Migrations
                     b.HasIndex("CreatedAt")
                         .HasDatabaseName("ix_jobs_unpublished")
                         .HasFilter("queued_at IS NULL AND status = 'queued'");
+
+                    b.HasIndex("Deadline")
+                        .HasDatabaseName("ix_jobs_queued_deadline")
+                        .HasFilter("status = 'queued' AND deadline IS NOT NULL");
 
                     b.HasIndex("Status")
                         .HasDatabaseName("ix_jobs_status");

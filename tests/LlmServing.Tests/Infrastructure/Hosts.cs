@@ -110,11 +110,20 @@ public sealed class WorkerInstance : IAsyncDisposable
         return new WorkerInstance(host);
     }
 
+    /// <summary>Stops the host the way SIGTERM does (graceful drain), then frees it.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
         await _host.StopAsync();
         _host.Dispose();
     }
+
+    private bool _disposed;
 }
 
 /// <summary>Direct broker access for assertions and clean-up.</summary>
@@ -126,6 +135,19 @@ public static class Broker
         await using var channel = await connection.CreateChannelAsync();
         var ok = await channel.QueueDeclarePassiveAsync(queue);
         return ok.MessageCount;
+    }
+
+    /// <summary>Messages in a queue's error queue; 0 when MassTransit never created one (nothing ever faulted).</summary>
+    public static async Task<uint> ErrorCountAsync(string queue)
+    {
+        try
+        {
+            return await MessageCountAsync(queue + "_error");
+        }
+        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == 404)
+        {
+            return 0;
+        }
     }
 
     public static async Task DeleteAsync(params string[] queues)
@@ -159,6 +181,30 @@ public static class JobsClient
         Assert.That((int)response.StatusCode, Is.EqualTo(202), text);
         Assert.That(response.Headers.Location?.ToString(), Does.EndWith("/v1/jobs/" + JsonDocument.Parse(text).RootElement.GetProperty("id").GetString()));
         return JsonSerializer.Deserialize<JobResponse>(text, Json)!;
+    }
+
+    public static async Task<JobResponse> CancelAsync(this HttpClient client, Guid id)
+    {
+        using var response = await client.PostAsync($"/v1/jobs/{id}/cancel", null);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.That((int)response.StatusCode, Is.EqualTo(200), text);
+        return JsonSerializer.Deserialize<JobResponse>(text, Json)!;
+    }
+
+    /// <summary>Polls until the job has the status (or is final), at most <paramref name="timeout"/>.</summary>
+    public static async Task<JobResponse> WaitForStatusAsync(this HttpClient client, Guid id, string status, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
+        while (true)
+        {
+            var job = await client.GetJobAsync(id);
+            if (job.Status == status || Contracts.JobStatuses.IsFinal(job.Status) || DateTime.UtcNow > deadline)
+            {
+                return job;
+            }
+
+            await Task.Delay(20);
+        }
     }
 
     public static async Task<JobResponse> GetJobAsync(this HttpClient client, Guid id, int waitSeconds = 0)
