@@ -13,20 +13,28 @@ public static class WorkerExtensions
     /// prefetch and concurrency equal the scheduler's slots, so the broker hands over no more jobs than can run.
     /// Needs <c>ConnectionStrings:Postgres</c>, <c>ConnectionStrings:RabbitMq</c> and <c>Inference:ModelPath</c>.
     /// </summary>
-    public static IHostApplicationBuilder AddGpuWorker(this IHostApplicationBuilder builder)
+    /// <param name="builder">The host builder.</param>
+    /// <param name="llamaEngine">
+    /// False leaves out llama.cpp (model, scheduler, cancellation watcher): the caller registers its own
+    /// <see cref="IGenerator"/>. Only the plumbing benchmark does that, with an engine double.
+    /// </param>
+    public static IHostApplicationBuilder AddGpuWorker(this IHostApplicationBuilder builder, bool llamaEngine = true)
     {
         builder.AddResultStore();
-        builder.Services.AddOptions<InferenceOptions>().BindConfiguration(InferenceOptions.Section)
-            .ValidateDataAnnotations().ValidateOnStart();
+        var inferenceOptions = builder.Services.AddOptions<InferenceOptions>().BindConfiguration(InferenceOptions.Section);
         builder.Services.AddOptions<WorkerOptions>().BindConfiguration(WorkerOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
 
-        builder.Services.AddSingleton<LlamaModel>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<LlamaModel>());
-        builder.Services.AddSingleton<BatchScheduler>();
-        builder.Services.AddSingleton<IGenerator>(sp => sp.GetRequiredService<BatchScheduler>());
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<BatchScheduler>());
-        builder.Services.AddHostedService<CancellationWatcher>();
+        if (llamaEngine)
+        {
+            inferenceOptions.ValidateDataAnnotations().ValidateOnStart();
+            builder.Services.AddSingleton<LlamaModel>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<LlamaModel>());
+            builder.Services.AddSingleton<BatchScheduler>();
+            builder.Services.AddSingleton<IGenerator>(sp => sp.GetRequiredService<BatchScheduler>());
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<BatchScheduler>());
+            builder.Services.AddHostedService<CancellationWatcher>();
+        }
 
         var rabbit = builder.Configuration.GetConnectionString("RabbitMq")
             ?? throw new OptionsValidationException("ConnectionStrings:RabbitMq", typeof(string),

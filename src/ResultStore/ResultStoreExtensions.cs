@@ -11,7 +11,7 @@ namespace LlmServing.ResultStore;
 public static class ResultStoreExtensions
 {
     /// <summary>
-    /// Registers the DbContext (factory and scoped), <see cref="JobStore"/> and a start-up step that applies
+    /// Registers a pooled DbContext factory, <see cref="JobStore"/> and a start-up step that applies
     /// migrations before the host serves anything. Connection string: <c>ConnectionStrings:Postgres</c>.
     /// </summary>
     public static IHostApplicationBuilder AddResultStore(this IHostApplicationBuilder builder)
@@ -23,7 +23,7 @@ public static class ResultStoreExtensions
                 "ConnectionStrings:Postgres is not set (environment variable ConnectionStrings__Postgres).");
         }
 
-        builder.Services.AddDbContextFactory<LlmServingDbContext>(o => Configure(o, connectionString));
+        builder.Services.AddPooledDbContextFactory<LlmServingDbContext>(o => Configure(o, connectionString));
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<JobStore>();
         builder.Services.AddHostedService<DatabaseMigrator>();

@@ -19,7 +19,11 @@ public sealed class InferenceOptions : IValidatableObject
     [Range(1, 256)]
     public int Slots { get; set; } = 8;
 
-    /// <summary>CPU threads for decoding; 0 means all cores.</summary>
+    /// <summary>
+    /// CPU threads for decoding; 0 means all cores but one. llama.cpp's threads wait on each other every step, so a
+    /// thread that the API, RabbitMQ or PostgreSQL preempts stalls them all: on 2 shared cores one decode thread gave
+    /// more end-to-end throughput than two (docs/benchmarks-1-thread.md). Set it to the core count on a dedicated box.
+    /// </summary>
     [Range(0, 1024)]
     public int Threads { get; set; }
 
@@ -41,7 +45,7 @@ public sealed class InferenceOptions : IValidatableObject
     /// </summary>
     public SchedulingMode Scheduling { get; set; } = SchedulingMode.Continuous;
 
-    public int EffectiveThreads => Threads > 0 ? Threads : Environment.ProcessorCount;
+    public int EffectiveThreads => Threads > 0 ? Threads : Math.Max(1, Environment.ProcessorCount - 1);
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {

@@ -161,15 +161,17 @@ public static class JobsApi
         if (created)
         {
             // The job is durable now; if the broker is unreachable the sweep publishes it later.
-            await publisher.TryPublishAsync(stored, ct);
+            if (await publisher.TryPublishAsync(stored, ct))
+            {
+                stored.QueuedAt = DateTimeOffset.UtcNow;
+            }
         }
         else
         {
             http.HttpContext.Response.Headers["Idempotent-Replayed"] = "true";
         }
 
-        var current = await store.FindAsync(stored.Id, stored.TenantId, ct) ?? stored;
-        return TypedResults.Accepted($"/v1/jobs/{current.Id}", ToResponse(current));
+        return TypedResults.Accepted($"/v1/jobs/{stored.Id}", ToResponse(stored));
     }
 
     private static async Task<Results<Ok<JobResponse>, ProblemHttpResult>> GetJob(
