@@ -95,6 +95,8 @@ public sealed class BenchStack : IAsyncDisposable
             ["ConnectionStrings:RabbitMq"] = services.RabbitMq,
             ["Producer:JobQueue"] = queue,
             ["Worker:JobQueue"] = queue,
+            ["Worker:BatchJobQueue"] = queue + "-batch",
+            ["Producer:BatchJobQueue"] = queue + "-batch",
             ["Logging:LogLevel:Default"] = "Warning",
         };
 

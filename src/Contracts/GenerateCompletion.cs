@@ -25,6 +25,12 @@ public sealed record GenerateCompletion
 
     /// <summary>A job not started by this time is not run; it ends <c>expired</c>. Null: no deadline.</summary>
     public DateTimeOffset? Deadline { get; init; }
+
+    /// <summary>Set for a line of a batch: such jobs run only in slots no interactive job is waiting for.</summary>
+    public string? BatchId { get; init; }
+
+    /// <summary>The model name the client asked for (echoed in OpenAI-shaped results; the worker's model runs it).</summary>
+    public string? Model { get; init; }
 }
 
 /// <summary>One chat message.</summary>

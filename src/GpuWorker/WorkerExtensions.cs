@@ -47,16 +47,21 @@ public static class WorkerExtensions
                 cfg.Host(new Uri(rabbit));
                 var worker = context.GetRequiredService<IOptions<WorkerOptions>>().Value;
                 var inference = context.GetRequiredService<IOptions<InferenceOptions>>().Value;
-                cfg.ReceiveEndpoint(worker.JobQueue, e =>
+                // Interactive jobs and batch lines come from two queues; each may hold up to Slots unacknowledged
+                // messages here, and the scheduler admits interactive ones first when a slot frees.
+                foreach (var queue in new[] { worker.JobQueue, worker.BatchJobQueue })
                 {
-                    // Jobs are sent to the queue by address; no binding to the message-type exchange is needed.
-                    e.ConfigureConsumeTopology = false;
-                    e.PrefetchCount = inference.Slots;
-                    e.ConcurrentMessageLimit = inference.Slots;
-                    // A transient failure (e.g. the database restarting) runs the job again rather than losing it.
-                    e.UseMessageRetry(r => r.Intervals(500, 2000, 5000));
-                    e.ConfigureConsumer<GenerateCompletionConsumer>(context);
-                });
+                    cfg.ReceiveEndpoint(queue, e =>
+                    {
+                        // Jobs are sent to the queue by address; no binding to the message-type exchange is needed.
+                        e.ConfigureConsumeTopology = false;
+                        e.PrefetchCount = inference.Slots;
+                        e.ConcurrentMessageLimit = inference.Slots;
+                        // A transient failure (e.g. the database restarting) runs the job again rather than losing it.
+                        e.UseMessageRetry(r => r.Intervals(500, 2000, 5000));
+                        e.ConfigureConsumer<GenerateCompletionConsumer>(context);
+                    });
+                }
             });
         });
         // Graceful stop: MassTransit stops receiving, waits DrainTimeout for running jobs, then cancels the rest;

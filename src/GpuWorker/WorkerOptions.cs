@@ -12,6 +12,10 @@ public sealed class WorkerOptions
     [Required]
     public string JobQueue { get; set; } = QueueNames.Jobs;
 
+    /// <summary>Queue of batch lines this worker also consumes (at lower priority).</summary>
+    [Required]
+    public string BatchJobQueue { get; set; } = QueueNames.BatchJobs;
+
     /// <summary>Name recorded on the jobs this worker claims.</summary>
     [Required]
     public string WorkerId { get; set; } = $"{Environment.MachineName}:{Environment.ProcessId}";

@@ -1,4 +1,6 @@
 using System.Text.Json;
+using LlmServing.Producer.Batches;
+using LlmServing.Producer.Files;
 using LlmServing.Producer.Jobs;
 using LlmServing.Producer.Messaging;
 using LlmServing.ResultStore;
@@ -36,6 +38,10 @@ public static class ProducerExtensions
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobQueueDeclarer>());
         builder.Services.AddSingleton<JobPublisher>();
         builder.Services.AddHostedService<PublishSweeper>();
+
+        // Batch files: Hangfire (on the same PostgreSQL) runs the durable ingestion jobs; the finalizer ends batches.
+        builder.Services.AddIngestionHangfire(builder.Configuration.GetConnectionString("Postgres")!);
+        builder.Services.AddHostedService<BatchFinalizer>();
         return builder;
     }
 
@@ -48,6 +54,8 @@ public static class ProducerExtensions
         app.MapScalarApiReference("/docs");
         app.MapGet("/", () => Results.Redirect("/docs")).ExcludeFromDescription();
         app.MapJobsApi();
+        app.MapFilesApi();
+        app.MapBatchesApi();
         return app;
     }
 }

@@ -48,5 +48,42 @@ public sealed class ProducerOptions
     [Range(0, 600)]
     public int MaxWaitSeconds { get; set; } = 60;
 
+    /// <summary>Queue of batch lines (a separate queue, so batch lines never sit in front of interactive jobs).</summary>
+    [Required]
+    public string BatchJobQueue { get; set; } = QueueNames.BatchJobs;
+
+    /// <summary>Largest uploaded file (413 above).</summary>
+    [Range(1024, 16L << 30)]
+    public long MaxFileBytes { get; set; } = 200L << 20;
+
+    /// <summary>Largest line of a batch file; a longer line fails with its own error.</summary>
+    [Range(1024, 64 << 20)]
+    public int MaxLineBytes { get; set; } = 1 << 20;
+
+    /// <summary>Lines per ingestion chunk: one binary COPY and one progress update per chunk (resume point).</summary>
+    [Range(1, 1_000_000)]
+    public int IngestionChunkLines { get; set; } = 2000;
+
+    /// <summary>Pause after each ingestion chunk; zero in production, set by tests to make a restart land mid-file.</summary>
+    public TimeSpan IngestionChunkDelay { get; set; } = TimeSpan.Zero;
+
+    /// <summary>Messages in flight at once while publishing a batch's lines.</summary>
+    [Range(1, 4096)]
+    public int PublishConcurrency { get; set; } = 128;
+
+    /// <summary>How often batches are checked for their end (all lines final, expiry, cancellation).</summary>
+    [Range(typeof(TimeSpan), "00:00:00.050", "00:10:00")]
+    public TimeSpan FinalizeInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Hangfire queue this Producer's ingestion jobs use; empty means one derived from <see cref="JobQueue"/>, so
+    /// Producers of different deployments sharing a database never run each other's ingestion.
+    /// </summary>
+    public string IngestionQueue { get; set; } = "";
+
+    public string EffectiveIngestionQueue => IngestionQueue.Length > 0
+        ? IngestionQueue
+        : new string(JobQueue.ToLowerInvariant().Select(c => char.IsAsciiLetterOrDigit(c) ? c : '_').ToArray());
+
     public int EffectiveMaxPromptCharacters => MaxPromptCharacters > 0 ? MaxPromptCharacters : ContextSize * 8;
 }

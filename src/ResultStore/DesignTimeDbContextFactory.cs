@@ -9,7 +9,7 @@ internal sealed class DesignTimeDbContextFactory : IDesignTimeDbContextFactory<L
     public LlmServingDbContext CreateDbContext(string[] args)
     {
         var builder = new DbContextOptionsBuilder<LlmServingDbContext>();
-        ResultStoreExtensions.Configure(builder, "Host=localhost;Database=design_time");
+        ResultStoreExtensions.Configure(builder, new Npgsql.NpgsqlDataSourceBuilder("Host=localhost;Database=design_time").Build());
         return new LlmServingDbContext(builder.Options);
     }
 }

@@ -8,6 +8,12 @@ public sealed class LlmServingDbContext(DbContextOptions<LlmServingDbContext> op
 {
     public DbSet<Job> Jobs => Set<Job>();
 
+    public DbSet<Files.StoredFile> Files => Set<Files.StoredFile>();
+
+    public DbSet<Files.FileChunk> FileChunks => Set<Files.FileChunk>();
+
+    public DbSet<Batches.Batch> Batches => Set<Batches.Batch>();
+
     protected override void OnModelCreating(ModelBuilder modelBuilder) =>
         modelBuilder.ApplyConfigurationsFromAssembly(typeof(LlmServingDbContext).Assembly);
 }

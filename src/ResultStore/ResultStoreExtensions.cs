@@ -3,6 +3,8 @@ using LlmServing.ResultStore.Jobs;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Npgsql;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -23,15 +25,20 @@ public static class ResultStoreExtensions
                 "ConnectionStrings:Postgres is not set (environment variable ConnectionStrings__Postgres).");
         }
 
-        builder.Services.AddPooledDbContextFactory<LlmServingDbContext>(o => Configure(o, connectionString));
-        builder.Services.AddSingleton(TimeProvider.System);
+        // One data source for EF Core and for raw Npgsql (file chunks, binary COPY of batch lines).
+        var dataSource = new NpgsqlDataSourceBuilder(connectionString).Build();
+        builder.Services.AddSingleton(dataSource);
+        builder.Services.AddPooledDbContextFactory<LlmServingDbContext>(o => Configure(o, dataSource));
+        builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<JobStore>();
+        builder.Services.AddSingleton<Files.FileStore>();
+        builder.Services.AddSingleton<Batches.BatchStore>();
         builder.Services.AddHostedService<DatabaseMigrator>();
         return builder;
     }
 
-    internal static void Configure(DbContextOptionsBuilder options, string connectionString) =>
-        options.UseNpgsql(connectionString, npgsql => npgsql.EnableRetryOnFailure())
+    internal static void Configure(DbContextOptionsBuilder options, NpgsqlDataSource dataSource) =>
+        options.UseNpgsql(dataSource, npgsql => npgsql.EnableRetryOnFailure())
             .UseSnakeCaseNamingConvention();
 }
 

@@ -23,7 +23,9 @@ public sealed class BatchScheduler(
     IOptions<InferenceOptions> options,
     ILogger<BatchScheduler> logger) : BackgroundService, IGenerator
 {
+    // Two lanes: interactive requests are admitted before batch lines whenever a slot frees.
     private readonly Channel<Pending> _incoming = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Pending> _batch = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly LinkedList<Pending> _retry = new();
     private readonly ConcurrentDictionary<Guid, Pending> _byJob = new();
     private readonly InferenceOptions _options = options.Value;
@@ -41,7 +43,7 @@ public sealed class BatchScheduler(
         pending.Completion.Task.ContinueWith(
             _ => _byJob.TryRemove(new KeyValuePair<Guid, Pending>(request.JobId, pending)),
             CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        if (!_incoming.Writer.TryWrite(pending))
+        if (!(request.IsBatch ? _batch : _incoming).Writer.TryWrite(pending))
         {
             pending.Completion.TrySetCanceled();
             throw new OperationCanceledException("The scheduler is stopping.");
@@ -86,7 +88,10 @@ public sealed class BatchScheduler(
                     Counters.Idle();
                     if (_retry.Count == 0)
                     {
-                        await _incoming.Reader.WaitToReadAsync(stoppingToken);
+                        await Task.WhenAny(
+                            _incoming.Reader.WaitToReadAsync(stoppingToken).AsTask(),
+                            _batch.Reader.WaitToReadAsync(stoppingToken).AsTask());
+                        stoppingToken.ThrowIfCancellationRequested();
                     }
 
                     continue;
@@ -115,6 +120,7 @@ public sealed class BatchScheduler(
         finally
         {
             _incoming.Writer.TryComplete();
+            _batch.Writer.TryComplete();
             foreach (var s in active)
             {
                 s.Dispose();
@@ -126,7 +132,7 @@ public sealed class BatchScheduler(
                 p.Completion.TrySetCanceled(stoppingToken);
             }
 
-            while (_incoming.Reader.TryRead(out var p))
+            while (_incoming.Reader.TryRead(out var p) || _batch.Reader.TryRead(out p))
             {
                 p.Completion.TrySetCanceled(stoppingToken);
             }
@@ -307,7 +313,7 @@ public sealed class BatchScheduler(
             return true;
         }
 
-        return _incoming.Reader.TryPeek(out pending!);
+        return _incoming.Reader.TryPeek(out pending!) || _batch.Reader.TryPeek(out pending!);
     }
 
     private void Dequeue(Pending pending)
@@ -316,9 +322,13 @@ public sealed class BatchScheduler(
         {
             _retry.RemoveFirst();
         }
-        else
+        else if (_incoming.Reader.TryPeek(out var head) && head == pending)
         {
             _incoming.Reader.TryRead(out _);
+        }
+        else
+        {
+            _batch.Reader.TryRead(out _);
         }
     }
 

@@ -7,7 +7,11 @@ public sealed record GenerationRequest(
     Guid JobId,
     string? Prompt,
     IReadOnlyList<ChatMessage>? Messages,
-    GenerationParameters Parameters);
+    GenerationParameters Parameters)
+{
+    /// <summary>Batch lines wait while an interactive request is waiting for a slot.</summary>
+    public bool IsBatch { get; init; }
+}
 
 /// <summary>The engine's answer. <see cref="Error"/> is set when the job cannot run (e.g. does not fit the context).</summary>
 public sealed record GenerationOutcome(

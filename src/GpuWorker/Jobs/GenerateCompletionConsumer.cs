@@ -35,7 +35,8 @@ public sealed class GenerateCompletionConsumer(
         }
 
         var outcome = await generator.GenerateAsync(
-            new GenerationRequest(message.JobId, message.Prompt, message.Messages, message.Parameters), ct);
+            new GenerationRequest(message.JobId, message.Prompt, message.Messages, message.Parameters) { IsBatch = message.BatchId is not null },
+            ct);
 
         // The result must be durable before the message is acknowledged, so the write ignores the consume token.
         if (outcome.Error is not null)

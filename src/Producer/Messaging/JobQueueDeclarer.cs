@@ -20,7 +20,7 @@ public sealed class JobQueueDeclarer(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var queue = options.Value.JobQueue;
+        string[] queues = [options.Value.JobQueue, options.Value.BatchJobQueue];
         var factory = new ConnectionFactory { Uri = new Uri(configuration.GetConnectionString("RabbitMq")!) };
         var delay = TimeSpan.FromSeconds(1);
         while (!stoppingToken.IsCancellationRequested)
@@ -29,17 +29,21 @@ public sealed class JobQueueDeclarer(
             {
                 await using var connection = await factory.CreateConnectionAsync("llmserving-producer-topology", stoppingToken);
                 await using var channel = await connection.CreateChannelAsync(cancellationToken: stoppingToken);
-                // Same shape as MassTransit's receive endpoint: durable fanout exchange -> durable queue.
-                await channel.ExchangeDeclareAsync(queue, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: stoppingToken);
-                await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, cancellationToken: stoppingToken);
-                await channel.QueueBindAsync(queue, queue, routingKey: "", cancellationToken: stoppingToken);
-                logger.LogInformation("Declared job queue {Queue}", queue);
+                foreach (var queue in queues)
+                {
+                    // Same shape as MassTransit's receive endpoint: durable fanout exchange -> durable queue.
+                    await channel.ExchangeDeclareAsync(queue, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: stoppingToken);
+                    await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, cancellationToken: stoppingToken);
+                    await channel.QueueBindAsync(queue, queue, routingKey: "", cancellationToken: stoppingToken);
+                }
+
+                logger.LogInformation("Declared job queues {Queues}", string.Join(", ", queues));
                 _declared.TrySetResult();
                 return;
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                logger.LogWarning("Cannot declare job queue {Queue} yet ({Error}); retrying in {Delay}", queue, e.Message, delay);
+                logger.LogWarning("Cannot declare job queues yet ({Error}); retrying in {Delay}", e.Message, delay);
                 await Task.Delay(delay, stoppingToken);
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
             }

@@ -52,6 +52,15 @@ public sealed class Job
 
     /// <summary>Set when a user asked to cancel a running job; its worker drops it at the next decode step.</summary>
     public DateTimeOffset? CancelRequestedAt { get; set; }
+
+    /// <summary>The batch this job is a line of; null for interactive jobs.</summary>
+    public string? BatchId { get; set; }
+
+    /// <summary>The line's <c>custom_id</c> (batch jobs).</summary>
+    public string? CustomId { get; set; }
+
+    /// <summary>1-based line number in the batch's input file.</summary>
+    public int? LineNumber { get; set; }
 }
 
 /// <summary>Tenants until API keys exist: every job belongs to the default tenant.</summary>

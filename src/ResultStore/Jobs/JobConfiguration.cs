@@ -24,6 +24,9 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
             .HasDatabaseName("ix_jobs_unpublished")
             .HasFilter("queued_at IS NULL AND status = 'queued'");
         builder.HasIndex(j => j.Status);
+        builder.Property(j => j.BatchId).HasMaxLength(64);
+        builder.Property(j => j.CustomId).HasMaxLength(512);
+        builder.HasIndex(j => new { j.BatchId, j.LineNumber }).HasFilter("batch_id IS NOT NULL");
         builder.HasIndex(j => j.Deadline)
             .HasDatabaseName("ix_jobs_queued_deadline")
             .HasFilter("status = 'queued' AND deadline IS NOT NULL");

@@ -54,13 +54,16 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
             .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, now), ct);
     }
 
-    /// <summary>Accepted jobs whose message the broker never confirmed, oldest first.</summary>
+    /// <summary>
+    /// Accepted interactive jobs whose message the broker never confirmed, oldest first. (Batch lines are published,
+    /// resumably, by their batch's ingestion job.)
+    /// </summary>
     public async Task<IReadOnlyList<Job>> FindUnpublishedAsync(TimeSpan minAge, int limit, CancellationToken ct)
     {
         var before = clock.GetUtcNow() - minAge;
         await using var db = await contexts.CreateDbContextAsync(ct);
         return await db.Jobs.AsNoTracking()
-            .Where(j => j.QueuedAt == null && j.Status == JobStatuses.Queued && j.CreatedAt <= before)
+            .Where(j => j.QueuedAt == null && j.Status == JobStatuses.Queued && j.CreatedAt <= before && j.BatchId == null)
             .OrderBy(j => j.CreatedAt)
             .Take(limit)
             .ToListAsync(ct);

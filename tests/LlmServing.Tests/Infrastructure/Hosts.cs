@@ -42,6 +42,7 @@ public sealed class ProducerInstance : IAsyncDisposable
             ["ConnectionStrings:Postgres"] = TestServices.Postgres,
             ["ConnectionStrings:RabbitMq"] = TestServices.RabbitMq,
             ["Producer:JobQueue"] = queue,
+            ["Producer:BatchJobQueue"] = queue + "-batch",
             ["Producer:ContextSize"] = "1024",
             ["Producer:SweepInterval"] = "00:00:00.250",
             ["Producer:SweepMinAge"] = "00:00:01",
@@ -98,6 +99,7 @@ public sealed class WorkerInstance : IAsyncDisposable
             ["ConnectionStrings:Postgres"] = TestServices.Postgres,
             ["ConnectionStrings:RabbitMq"] = TestServices.RabbitMq,
             ["Worker:JobQueue"] = queue,
+            ["Worker:BatchJobQueue"] = queue + "-batch",
             ["Inference:ModelPath"] = TestServices.ModelPath,
             ["Inference:ContextSize"] = "4096",
             ["Inference:Slots"] = "8",
@@ -153,7 +155,7 @@ public static class Broker
     public static async Task DeleteAsync(params string[] queues)
     {
         await using var connection = await new ConnectionFactory { Uri = new Uri(TestServices.RabbitMq) }.CreateConnectionAsync();
-        foreach (var q in queues)
+        foreach (var q in queues.Concat(queues.Select(q => q + "-batch")))
         {
             await using var channel = await connection.CreateChannelAsync();
             await channel.QueueDeleteAsync(q);

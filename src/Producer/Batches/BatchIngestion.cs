@@ -1,0 +1,264 @@
+using System.Buffers;
+using System.Text.Json;
+using Hangfire;
+using LlmServing.Contracts;
+using LlmServing.Producer.Jobs;
+using LlmServing.ResultStore.Batches;
+using LlmServing.ResultStore.Files;
+using MassTransit;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Options;
+
+namespace LlmServing.Producer.Batches;
+
+/// <summary>
+/// The durable background job (Hangfire) that turns a batch file into job rows and messages. It streams the file
+/// from PostgreSQL, validates each line, writes chunks of lines with one binary COPY each together with the resume
+/// point (the byte offset after the chunk), then sends the queued lines to the batch queue in parallel and records
+/// the broker's confirms. Any step can crash: a re-run resumes from the recorded offset and from the unconfirmed
+/// rows, so no line is lost or inserted twice (and a line sent twice runs once: workers are idempotent). Two runs at
+/// once are harmless too: a chunk is only written if the resume point is still where the run started it.
+/// </summary>
+public sealed class BatchIngestion(
+    BatchStore batches,
+    FileStore files,
+    IBus bus,
+    IOptions<ProducerOptions> options,
+    IOptions<JsonOptions> json,
+    ILogger<BatchIngestion> logger)
+{
+    [AutomaticRetry(Attempts = 10, DelaysInSeconds = [1, 2, 5, 10, 30])]
+    public async Task RunAsync(string batchId, CancellationToken ct)
+    {
+        try
+        {
+            await RunOnceAsync(batchId, ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogWarning(e, "Batch {BatchId}: ingestion failed; Hangfire retries it from where it stopped", batchId);
+            throw;
+        }
+    }
+
+    private async Task RunOnceAsync(string batchId, CancellationToken ct)
+    {
+        var batch = await batches.FindAsync(batchId, ct);
+        if (batch is null)
+        {
+            return;
+        }
+
+        if (batch.Status == BatchStatuses.Validating && !await IngestAsync(batch, ct))
+        {
+            return;
+        }
+
+        batch = await batches.FindAsync(batchId, ct);
+        if (batch is { Status: BatchStatuses.InProgress, Published: false })
+        {
+            await PublishAsync(batch, ct);
+        }
+    }
+
+    /// <summary>Returns false when the batch failed validation or stopped being validating.</summary>
+    private async Task<bool> IngestAsync(Batch batch, CancellationToken ct)
+    {
+        var o = options.Value;
+        var parser = new BatchLineParser(batch.Endpoint, batch.Id, batch.TenantId, o, json.Value.SerializerOptions);
+        if (batch.IngestedBytes > 0)
+        {
+            parser.Seen(await batches.CustomIdsAsync(batch.Id, ct));
+            logger.LogInformation("Batch {BatchId}: resuming ingestion at line {Line} (byte {Offset})", batch.Id, batch.IngestedLines + 1, batch.IngestedBytes);
+        }
+
+        await using var stream = files.OpenRead(batch.InputFileId, batch.IngestedBytes);
+        var reader = new LineReader(stream, o.MaxLineBytes);
+        var offset = batch.IngestedBytes;
+        var lineNumber = batch.IngestedLines;
+        var rows = new List<BatchLineRow>(o.IngestionChunkLines);
+        var chunkStart = offset;
+        var sawContent = batch.IngestedLines > 0;
+        while (await reader.ReadLineAsync(ct) is { } line)
+        {
+            offset += line.ConsumedBytes;
+            var text = line.Bytes.AsSpan();
+            if (IsBlank(text))
+            {
+                continue;
+            }
+
+            lineNumber++; // blank lines are not lines of the batch
+            if (!sawContent)
+            {
+                sawContent = true;
+                if (!line.TooLong && !LooksLikeJsonObject(text))
+                {
+                    await batches.FinishValidationAsync(batch.Id, Errors(("invalid_file",
+                        "The file is not JSONL: its first line is not a JSON object. Each line must be one request " +
+                        "{\"custom_id\", \"method\", \"url\", \"body\"}.", 1)), ct);
+                    return false;
+                }
+            }
+
+            var parsed = line.TooLong
+                ? new BatchLine(lineNumber, null, null, $"Line {lineNumber} is longer than the limit of {o.MaxLineBytes} bytes.")
+                : parser.Parse(lineNumber, text);
+            rows.Add(new BatchLineRow(
+                parsed.Job?.JobId ?? Guid.CreateVersion7(), lineNumber, parsed.CustomId,
+                parsed.Job is null ? null : JsonSerializer.Serialize(parsed.Job, JobPublisher.MessageJson), parsed.Error));
+            if (rows.Count >= o.IngestionChunkLines)
+            {
+                if (!await FlushAsync(batch, chunkStart, offset, lineNumber, rows, ct))
+                {
+                    return false;
+                }
+
+                chunkStart = offset;
+            }
+        }
+
+        if (!await FlushAsync(batch, chunkStart, offset, lineNumber, rows, ct))
+        {
+            return false;
+        }
+
+        if (!sawContent)
+        {
+            await batches.FinishValidationAsync(batch.Id, Errors(("empty_file", "The file has no lines.", null)), ct);
+            return false;
+        }
+
+        await batches.FinishValidationAsync(batch.Id, null, ct);
+        logger.LogInformation("Batch {BatchId}: {Lines} lines ingested", batch.Id, lineNumber);
+        return true;
+    }
+
+    private async Task<bool> FlushAsync(Batch batch, long from, long to, int lines, List<BatchLineRow> rows, CancellationToken ct)
+    {
+        if (!await batches.AppendLinesAsync(batch.Id, batch.TenantId, from, to, lines, rows, ct))
+        {
+            logger.LogWarning("Batch {BatchId}: ingestion progressed elsewhere or the batch was cancelled; stopping this run", batch.Id);
+            return false;
+        }
+
+        rows.Clear();
+        if (options.Value.IngestionChunkDelay > TimeSpan.Zero)
+        {
+            await Task.Delay(options.Value.IngestionChunkDelay, ct);
+        }
+
+        return true;
+    }
+
+    private async Task PublishAsync(Batch batch, CancellationToken ct)
+    {
+        var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{batch.JobQueue}"));
+        var concurrency = options.Value.PublishConcurrency;
+        while (true)
+        {
+            var page = await batches.UnpublishedAsync(batch.Id, 2000, ct);
+            if (page.Count == 0)
+            {
+                break;
+            }
+
+            foreach (var slice in page.Chunk(concurrency))
+            {
+                await Task.WhenAll(slice.Select(row =>
+                {
+                    var message = JsonSerializer.Deserialize<GenerateCompletion>(row.Request, JobPublisher.MessageJson)!;
+                    return endpoint.Send(message, context => context.MessageId = row.Id, ct);
+                }));
+                await batches.MarkQueuedAsync([.. slice.Select(r => r.Id)], ct);
+            }
+        }
+
+        await batches.MarkAllPublishedAsync(batch.Id, ct);
+        logger.LogInformation("Batch {BatchId}: all lines published to {Queue}", batch.Id, batch.JobQueue);
+    }
+
+    private static string Errors(params (string Code, string Message, int? Line)[] errors) =>
+        JsonSerializer.Serialize(errors.Select(e => new { code = e.Code, message = e.Message, param = (string?)null, line = e.Line }));
+
+    private static bool IsBlank(ReadOnlySpan<byte> text)
+    {
+        foreach (var b in text)
+        {
+            if (b is not ((byte)' ' or (byte)'\t' or (byte)'\r'))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static bool LooksLikeJsonObject(ReadOnlySpan<byte> text)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(text.ToArray());
+            return document.RootElement.ValueKind == JsonValueKind.Object;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>A line's bytes (without the newline) and how many bytes it took in the file.</summary>
+    private readonly record struct Line(byte[] Bytes, long ConsumedBytes, bool TooLong);
+
+    /// <summary>Reads '\n'-terminated lines from a stream, never buffering more than one line (plus 64 KiB).</summary>
+    private sealed class LineReader(Stream stream, int maxLineBytes)
+    {
+        private readonly byte[] _buffer = new byte[64 * 1024];
+        private int _start;
+        private int _end;
+        private bool _eof;
+
+        public async Task<Line?> ReadLineAsync(CancellationToken ct)
+        {
+            var line = new ArrayBufferWriter<byte>();
+            long consumed = 0;
+            var tooLong = false;
+            while (true)
+            {
+                if (_start == _end)
+                {
+                    if (_eof)
+                    {
+                        return consumed == 0 ? null : new Line(tooLong ? [] : line.WrittenSpan.ToArray(), consumed, tooLong);
+                    }
+
+                    _start = 0;
+                    _end = await stream.ReadAsync(_buffer, ct);
+                    _eof = _end == 0;
+                    continue;
+                }
+
+                var span = _buffer.AsSpan(_start, _end - _start);
+                var newline = span.IndexOf((byte)'\n');
+                var take = newline >= 0 ? newline : span.Length;
+                if (!tooLong && line.WrittenCount + take > maxLineBytes)
+                {
+                    tooLong = true;
+                }
+
+                if (!tooLong)
+                {
+                    line.Write(span[..take]);
+                }
+
+                consumed += take + (newline >= 0 ? 1 : 0);
+                _start += take + (newline >= 0 ? 1 : 0);
+                if (newline >= 0)
+                {
+                    var bytes = tooLong ? [] : line.WrittenSpan.ToArray();
+                    return new Line(bytes.Length > 0 && bytes[^1] == (byte)'\r' ? bytes[..^1] : bytes, consumed, tooLong);
+                }
+            }
+        }
+    }
+}

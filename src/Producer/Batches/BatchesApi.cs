@@ -1,0 +1,176 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Hangfire;
+using Hangfire.States;
+using LlmServing.Producer.Files;
+using LlmServing.ResultStore.Batches;
+using LlmServing.ResultStore.Files;
+using LlmServing.ResultStore.Jobs;
+using Microsoft.Extensions.Options;
+
+namespace LlmServing.Producer.Batches;
+
+/// <summary>OpenAI-compatible <c>/v1/batches</c>, plus a one-call JSONL upload for clients without the OpenAI SDK.</summary>
+public static class BatchesApi
+{
+    private static readonly string[] Endpoints = [BatchLineParser.ChatEndpoint, BatchLineParser.CompletionsEndpoint];
+
+    public static IEndpointRouteBuilder MapBatchesApi(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/v1/batches").WithTags("Batches");
+        group.MapPost("", CreateAsync)
+            .WithSummary("Create a batch")
+            .WithDescription("JSON `{input_file_id, endpoint, completion_window: \"24h\", metadata}` as in OpenAI's Batch API; " +
+                             "or the JSONL file itself as the body (`Content-Type: application/jsonl`, `?endpoint=` defaults " +
+                             "to /v1/chat/completions).")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge);
+        group.MapGet("", ListAsync).WithSummary("List batches, newest first (`limit`, `after`)");
+        group.MapGet("/{id}", GetAsync).WithSummary("Get a batch with its request counts").ProducesProblem(StatusCodes.Status404NotFound);
+        group.MapPost("/{id}/cancel", CancelAsync)
+            .WithSummary("Cancel a batch")
+            .WithDescription("Queued lines are not run; running lines stop at their next decode step; the batch ends `cancelled` " +
+                             "with the output of every line that finished.")
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict);
+        return app;
+    }
+
+    private static async Task<IResult> CreateAsync(
+        HttpRequest http, string? endpoint, BatchStore batches, FileStore files, IBackgroundJobClient jobs,
+        IOptions<ProducerOptions> options, CancellationToken ct)
+    {
+        var o = options.Value;
+        string inputFileId;
+        string? metadata = null;
+        var mediaType = http.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
+        if (mediaType is "application/jsonl" or "application/x-ndjson" or "application/x-jsonlines" or "text/jsonl")
+        {
+            endpoint ??= BatchLineParser.ChatEndpoint;
+            if (!Endpoints.Contains(endpoint))
+            {
+                return BadEndpoint(endpoint);
+            }
+
+            FilesApi.AllowBody(http, o.MaxFileBytes);
+            try
+            {
+                inputFileId = (await files.CreateAsync(Tenants.Default, "upload.jsonl", "batch", http.Body, o.MaxFileBytes, ct)).Id;
+            }
+            catch (Exception e) when (e is FileTooLargeException or BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge })
+            {
+                return Problems.Of(StatusCodes.Status413PayloadTooLarge, "File too large", $"A batch file has at most {o.MaxFileBytes} bytes.");
+            }
+        }
+        else if (http.HasJsonContentType())
+        {
+            JsonObject body;
+            try
+            {
+                body = JsonNode.Parse(await new StreamReader(http.Body).ReadToEndAsync(ct)) as JsonObject
+                       ?? throw new JsonException("The body must be a JSON object.");
+            }
+            catch (JsonException e)
+            {
+                return Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON", $"The body is not a valid batch request: {e.Message}");
+            }
+
+            inputFileId = body["input_file_id"]?.GetValueKind() == JsonValueKind.String ? body["input_file_id"]!.GetValue<string>() : "";
+            endpoint = body["endpoint"]?.GetValueKind() == JsonValueKind.String ? body["endpoint"]!.GetValue<string>() : null;
+            var window = body["completion_window"]?.GetValueKind() == JsonValueKind.String ? body["completion_window"]!.GetValue<string>() : null;
+            if (inputFileId.Length == 0)
+            {
+                return Problems.Of(StatusCodes.Status400BadRequest, "Missing input_file_id", "'input_file_id' (a file uploaded with purpose \"batch\") is required.");
+            }
+
+            if (endpoint is null || !Endpoints.Contains(endpoint))
+            {
+                return BadEndpoint(endpoint);
+            }
+
+            if (window != "24h")
+            {
+                return Problems.Of(StatusCodes.Status400BadRequest, "Invalid completion_window", $"'completion_window' must be \"24h\" (got {(window is null ? "nothing" : $"\"{window}\"")}).");
+            }
+
+            if (body["metadata"] is { } meta)
+            {
+                if (meta is not JsonObject m || m.Count > 16 || m.Any(p => p.Value?.GetValueKind() != JsonValueKind.String))
+                {
+                    return Problems.Of(StatusCodes.Status400BadRequest, "Invalid metadata", "'metadata' is an object of at most 16 string values.");
+                }
+
+                metadata = meta.ToJsonString();
+            }
+
+            if (await files.FindAsync(inputFileId, Tenants.Default, ct) is not { Purpose: "batch" })
+            {
+                return Problems.Of(StatusCodes.Status404NotFound, "File not found", $"There is no batch input file with id {inputFileId}.");
+            }
+        }
+        else
+        {
+            return Problems.Of(StatusCodes.Status415UnsupportedMediaType, "Unsupported content type",
+                "Send JSON ({\"input_file_id\", \"endpoint\", \"completion_window\"}) or the JSONL file itself as application/jsonl.");
+        }
+
+        var batch = await batches.CreateAsync(new Batch
+        {
+            Id = BatchStore.NewId(),
+            TenantId = Tenants.Default,
+            Endpoint = endpoint,
+            InputFileId = inputFileId,
+            Metadata = metadata,
+            JobQueue = o.BatchJobQueue,
+        }, ct);
+        jobs.Create<BatchIngestion>(x => x.RunAsync(batch.Id, CancellationToken.None), new EnqueuedState(o.EffectiveIngestionQueue));
+        return TypedResults.Ok(BatchShapes.Batch(batch, await batches.CountsAsync(batch.Id, ct)));
+    }
+
+    private static async Task<IResult> GetAsync(string id, BatchStore batches, CancellationToken ct) =>
+        await batches.FindAsync(id, Tenants.Default, ct) is { } b
+            ? TypedResults.Ok(BatchShapes.Batch(b, await batches.CountsAsync(b.Id, ct)))
+            : Problems.Of(StatusCodes.Status404NotFound, "Batch not found", $"There is no batch with id {id}.");
+
+    private static async Task<IResult> ListAsync(int? limit, string? after, BatchStore batches, CancellationToken ct)
+    {
+        var take = Math.Clamp(limit ?? 20, 1, 100);
+        var page = await batches.ListAsync(Tenants.Default, after, take + 1, ct);
+        var data = new JsonArray();
+        foreach (var b in page.Take(take))
+        {
+            data.Add(BatchShapes.Batch(b, await batches.CountsAsync(b.Id, ct)));
+        }
+
+        return TypedResults.Ok(new JsonObject
+        {
+            ["object"] = "list",
+            ["data"] = data,
+            ["first_id"] = page.FirstOrDefault()?.Id,
+            ["last_id"] = page.Take(take).LastOrDefault()?.Id,
+            ["has_more"] = page.Count > take,
+        });
+    }
+
+    private static async Task<IResult> CancelAsync(string id, BatchStore batches, CancellationToken ct)
+    {
+        var before = await batches.FindAsync(id, Tenants.Default, ct);
+        if (before is null)
+        {
+            return Problems.Of(StatusCodes.Status404NotFound, "Batch not found", $"There is no batch with id {id}.");
+        }
+
+        if (before.Status is not (BatchStatuses.Validating or BatchStatuses.InProgress or BatchStatuses.Cancelling))
+        {
+            return Problems.Of(StatusCodes.Status409Conflict, "Batch already ended", $"Batch {id} is {before.Status}; only a validating or running batch can be cancelled.");
+        }
+
+        var batch = await batches.CancelAsync(id, Tenants.Default, ct);
+        return TypedResults.Ok(BatchShapes.Batch(batch!, await batches.CountsAsync(id, ct)));
+    }
+
+    private static IResult BadEndpoint(string? endpoint) =>
+        Problems.Of(StatusCodes.Status400BadRequest, "Invalid endpoint",
+            $"'endpoint' must be \"/v1/chat/completions\" or \"/v1/completions\" (got {(endpoint is null ? "nothing" : $"\"{endpoint}\"")}).");
+}
