@@ -41,6 +41,13 @@ if ! pg_lsclusters -h | awk '{print $4}' | grep -q online; then
   $SUDO pg_ctlcluster "$PG_VER" main start
 fi
 for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+# Tests and the monolith run several hosts (each with its own pool) against one server: allow more connections.
+if [ "$($AS_PG psql -tAc 'SHOW max_connections')" -lt 300 ]; then
+  log "raising PostgreSQL max_connections to 300"
+  $AS_PG psql -q -c "ALTER SYSTEM SET max_connections = 300" >/dev/null
+  $SUDO pg_ctlcluster "$PG_VER" main restart
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
 $AS_PG psql -q -v ON_ERROR_STOP=1 -d postgres <<'SQL' >/dev/null
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'llmserving') THEN

@@ -25,10 +25,10 @@ public static class ResultStoreExtensions
                 "ConnectionStrings:Postgres is not set (environment variable ConnectionStrings__Postgres).");
         }
 
-        // One data source for EF Core and for raw Npgsql (file chunks, binary COPY of batch lines).
-        var dataSource = new NpgsqlDataSourceBuilder(connectionString).Build();
-        builder.Services.AddSingleton(dataSource);
-        builder.Services.AddPooledDbContextFactory<LlmServingDbContext>(o => Configure(o, dataSource));
+        // One data source (one connection pool) for EF Core and raw Npgsql (file chunks, binary COPY of batch lines);
+        // created by the container so that it is disposed, with its connections, when the host stops.
+        builder.Services.AddSingleton(_ => new NpgsqlDataSourceBuilder(connectionString).Build());
+        builder.Services.AddPooledDbContextFactory<LlmServingDbContext>((sp, o) => Configure(o, sp.GetRequiredService<NpgsqlDataSource>()));
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<JobStore>();
         builder.Services.AddSingleton<Files.FileStore>();
