@@ -46,9 +46,12 @@ public sealed class BenchServices : IAsyncDisposable
     public async Task DeleteQueueAsync(string queue)
     {
         await using var connection = await new ConnectionFactory { Uri = new Uri(RabbitMq) }.CreateConnectionAsync();
-        await using var channel = await connection.CreateChannelAsync();
-        await channel.QueueDeleteAsync(queue);
-        await channel.ExchangeDeleteAsync(queue);
+        foreach (var q in new[] { queue, queue + "-batch" })
+        {
+            await using var channel = await connection.CreateChannelAsync();
+            await channel.QueueDeleteAsync(q);
+            await channel.ExchangeDeleteAsync(q);
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -65,9 +68,9 @@ public sealed class BenchServices : IAsyncDisposable
 public sealed class BenchStack : IAsyncDisposable
 {
     private readonly WebApplication _producer;
-    private readonly IHost _worker;
+    private readonly IHost? _worker;
 
-    private BenchStack(WebApplication producer, IHost worker, string queue)
+    private BenchStack(WebApplication producer, IHost? worker, string queue)
     {
         _producer = producer;
         _worker = worker;
@@ -81,12 +84,13 @@ public sealed class BenchStack : IAsyncDisposable
 
     public JobStore Jobs => _producer.Services.GetRequiredService<JobStore>();
 
-    public IServiceProvider WorkerServices => _worker.Services;
+    public IServiceProvider? WorkerServices => _worker?.Services;
 
     /// <param name="services">Where PostgreSQL and RabbitMQ are.</param>
     /// <param name="settings">Worker and Producer settings (Inference:*, Producer:*).</param>
     /// <param name="engineDouble">Replace llama.cpp with <see cref="EngineDouble"/> (plumbing benchmark only).</param>
-    public static async Task<BenchStack> StartAsync(BenchServices services, Dictionary<string, string?> settings, bool engineDouble = false)
+    /// <param name="withWorker">False runs the Producer alone (the ingestion benchmark).</param>
+    public static async Task<BenchStack> StartAsync(BenchServices services, Dictionary<string, string?> settings, bool engineDouble = false, bool withWorker = true)
     {
         var queue = $"llm-jobs-bench-{Guid.NewGuid():N}"[..24];
         var common = new Dictionary<string, string?>(settings)
@@ -114,6 +118,11 @@ public sealed class BenchStack : IAsyncDisposable
         await producer.StartAsync();
         await producer.Services.GetRequiredService<LlmServing.Producer.Messaging.JobQueueDeclarer>().Declared;
 
+        if (!withWorker)
+        {
+            return new BenchStack(producer, null, queue);
+        }
+
         var host = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {
             ContentRootPath = Directory.CreateTempSubdirectory("llmserving-bench-").FullName,
@@ -135,8 +144,12 @@ public sealed class BenchStack : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         Client.Dispose();
-        await _worker.StopAsync();
-        _worker.Dispose();
+        if (_worker is not null)
+        {
+            await _worker.StopAsync();
+            _worker.Dispose();
+        }
+
         await _producer.StopAsync();
         await _producer.DisposeAsync();
     }

@@ -9,7 +9,7 @@ using LlmServing.ModelGen;
 
 // dotnet run -c Release --project src/Benchmarks -- [--quick] [--model PATH] [--out docs/benchmarks.md]
 //   [--slots 1,2,4,8,16,32] [--prompt-tokens 32] [--new-tokens 64] [--plumbing-jobs 3000] [--threads N]
-//   [--skip engine,e2e,mixed,plumbing]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
+//   [--skip engine,e2e,mixed,plumbing,ingestion]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 var options = new Dictionary<string, string>();
@@ -138,6 +138,19 @@ if (!skip.Contains("plumbing"))
     Console.WriteLine($"plumbing raw limit : {raw,8:F0} jobs/s (Npgsql + RabbitMQ.Client, confirms)");
 }
 
+// 5. Batch ingestion: upload -> validate -> COPY -> every line published, at two file sizes.
+var ingestion = new List<(int Lines, double LinesPerSecond, double Seconds, double PeakMegabytes)>();
+if (!skip.Contains("ingestion"))
+{
+    foreach (var lines in quick ? new[] { 10_000 } : new[] { 10_000, 100_000 })
+    {
+        var (rate, seconds, peakMb) = await IngestionBenchmark.RunAsync(services, lines);
+        ingestion.Add((lines, rate, seconds, peakMb));
+        Console.WriteLine($"ingestion {lines,7} lines: {rate,8:F0} lines/s ({seconds:F1} s upload to all published), peak +{peakMb:F0} MB");
+    }
+}
+
+report.Ingestion = ingestion;
 Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
 var markdown = report.Render(slots, engine, endToEnd, lengths, staticBatches, continuous, plumbing, idle, raw, output);
 Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);

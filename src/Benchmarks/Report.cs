@@ -8,6 +8,8 @@ public sealed class Report(string machine, string modelPath, string workload)
 {
     public string ModelDescription { get; set; } = "";
 
+    public List<(int Lines, double LinesPerSecond, double Seconds, double PeakMegabytes)> Ingestion { get; set; } = [];
+
     public string Render(
         int[] slots,
         Dictionary<int, double> engine,
@@ -66,6 +68,18 @@ public sealed class Report(string machine, string modelPath, string workload)
         }
 
         md.AppendLine();
+        md.AppendLine("## 5. Batch ingestion").AppendLine();
+        md.AppendLine("A JSONL file of chat lines streamed from disk to `POST /v1/files`, then `POST /v1/batches`; timed until every line is " +
+                      "validated, bulk-inserted (binary COPY) and confirmed by RabbitMQ. Peak memory: the process's working set above its level " +
+                      "before the upload (the Producer runs inside the benchmark process; no worker).").AppendLine();
+        md.AppendLine("| lines | seconds | lines/s | peak memory above baseline |");
+        md.AppendLine("|---:|---:|---:|---:|");
+        foreach (var i in Ingestion)
+        {
+            md.AppendLine($"| {i.Lines:N0} | {F(i.Seconds)} | {F(i.LinesPerSecond, "F0")} | {F(i.PeakMegabytes, "F0")} MB |");
+        }
+
+        md.AppendLine();
         md.AppendLine("## Targets").AppendLine();
         var at4 = slots.Where(n => n >= 4 && engine.ContainsKey(n) && endToEnd.ContainsKey(n)).Select(n => endToEnd[n].TokensPerSecond / engine[n]).DefaultIfEmpty(double.NaN).Min();
         var scaling = engine.ContainsKey(16) && engine.ContainsKey(1) ? engine[16] / engine[1] : double.NaN;
@@ -76,6 +90,12 @@ public sealed class Report(string machine, string modelPath, string workload)
         {
             md.AppendLine($"- plumbing ≥ 1,000 jobs/s end to end: {F(plumbing.JobsPerSecond, "F0")}; ≥ 0.5× raw: {F(plumbing.JobsPerSecond / raw, "F2")}×");
             md.AppendLine($"- submit → running p50 < 50 ms with a free slot: {F(EndToEndBenchmark.Percentile(idle.SubmitToRunningMs, 50))} ms");
+        }
+
+        if (Ingestion.Count > 0)
+        {
+            md.AppendLine($"- ingestion ≥ 20,000 lines/s: {string.Join(", ", Ingestion.Select(i => $"{i.LinesPerSecond:F0} ({i.Lines:N0} lines)"))}; " +
+                          $"peak memory flat with file size: {string.Join(" vs ", Ingestion.Select(i => $"+{i.PeakMegabytes:F0} MB"))}");
         }
 
         var chart = Path.ChangeExtension(output, ".png");

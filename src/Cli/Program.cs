@@ -5,14 +5,12 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 
 // llmserving: a small client of the LlmServing API (talks HTTP only; knows nothing of the servers' code).
-//   llmserving demo   [--api URL] [--jobs N] [--max-tokens N]   submit sample jobs at once, print results and timings
-//   llmserving submit [--api URL] --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--wait]
-//   llmserving get    [--api URL] ID [--wait SECONDS]
+// Exit codes: 0 done, 1 the job or batch did not succeed, 2 usage, 3 API unreachable, 4 the API refused (4xx/5xx).
 var command = args.FirstOrDefault() ?? "help";
 var options = ParseOptions(args.Skip(1).ToArray(), out var positional);
 var api = new Uri(options.GetValueOrDefault("api") ?? Environment.GetEnvironmentVariable("LLMSERVING_API") ?? "http://127.0.0.1:5080");
 using var http = new HttpClient { BaseAddress = api, Timeout = TimeSpan.FromMinutes(5) };
-var json = new JsonSerializerOptions(JsonSerializerDefaults.Web) { WriteIndented = true };
+var json = LlmServing.Cli.Api.Indented;
 
 try
 {
@@ -20,14 +18,20 @@ try
     {
         "demo" => await DemoAsync(),
         "submit" => await SubmitAsync(),
-        "get" => await GetAsync(),
-        _ => Usage(),
+        "get" or "status" => await GetAsync(),
+        "batch" when positional.Count >= 1 => await new LlmServing.Cli.BatchCommands(http).RunAsync(positional[0], positional.Skip(1).ToList(), options),
+        _ => Program.Usage(),
     };
 }
 catch (HttpRequestException e)
 {
     Console.Error.WriteLine($"llmserving: cannot reach {api} ({e.Message}). Is the Producer running?");
     return 3;
+}
+catch (LlmServing.Cli.ApiException e)
+{
+    Console.Error.WriteLine($"llmserving: {e.Message}");
+    return 4;
 }
 
 async Task<int> DemoAsync()
@@ -79,10 +83,10 @@ async Task<int> DemoAsync()
 
 async Task<int> SubmitAsync()
 {
-    var prompt = options.GetValueOrDefault("prompt");
+    var prompt = options.GetValueOrDefault("prompt") ?? positional.FirstOrDefault();
     if (prompt is null)
     {
-        return Usage();
+        return Program.Usage();
     }
 
     var body = new JsonObject { ["prompt"] = prompt };
@@ -102,14 +106,14 @@ async Task<int> SubmitAsync()
     }
 
     Console.WriteLine(job.ToJsonString(json));
-    return 0;
+    return job["status"]!.GetValue<string>() is "queued" or "running" or "succeeded" ? 0 : 1;
 }
 
 async Task<int> GetAsync()
 {
     if (positional.Count == 0)
     {
-        return Usage();
+        return Program.Usage();
     }
 
     var wait = options.GetValueOrDefault("wait") ?? "0";
@@ -133,16 +137,7 @@ async Task<JsonNode> WaitAsync(string id, TimeSpan timeout)
     }
 }
 
-static async Task<JsonNode> ReadAsync(HttpResponseMessage response)
-{
-    var text = await response.Content.ReadAsStringAsync();
-    if (!response.IsSuccessStatusCode)
-    {
-        throw new InvalidOperationException($"{(int)response.StatusCode} {response.ReasonPhrase}: {text}");
-    }
-
-    return JsonNode.Parse(text)!;
-}
+static Task<JsonNode> ReadAsync(HttpResponseMessage response) => LlmServing.Cli.Api.ReadAsync(response);
 
 static Dictionary<string, string> ParseOptions(string[] args, out List<string> positional)
 {
@@ -150,10 +145,11 @@ static Dictionary<string, string> ParseOptions(string[] args, out List<string> p
     positional = [];
     for (var i = 0; i < args.Length; i++)
     {
-        if (args[i].StartsWith("--", StringComparison.Ordinal))
+        if (args[i].StartsWith('-') && args[i].Length > 1)
         {
-            var key = args[i][2..];
-            result[key] = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : "true";
+            var key = args[i].TrimStart('-');
+            result[key] = key is "wait" && (i + 1 >= args.Length || !int.TryParse(args[i + 1], out _)) ? "true"
+                : i + 1 < args.Length && !args[i + 1].StartsWith('-') ? args[++i] : "true";
         }
         else
         {
@@ -164,13 +160,21 @@ static Dictionary<string, string> ParseOptions(string[] args, out List<string> p
     return result;
 }
 
-static int Usage()
+internal static partial class Program
 {
-    Console.Error.WriteLine("""
-        usage: llmserving demo   [--api URL] [--jobs N] [--max-tokens N]
-               llmserving submit [--api URL] --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--wait]
-               llmserving get    [--api URL] ID [--wait SECONDS]
-        The API defaults to $LLMSERVING_API or http://127.0.0.1:5080.
-        """);
-    return 2;
+    internal static int Usage()
+    {
+        Console.Error.WriteLine("""
+            usage: llmserving demo   [--api URL] [--jobs N] [--max-tokens N]
+                   llmserving submit [--api URL] "prompt" [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--wait]
+                   llmserving status [--api URL] JOB_ID [--wait SECONDS]
+                   llmserving batch submit  FILE.jsonl [--endpoint /v1/chat/completions|/v1/completions] [--wait]
+                   llmserving batch status  BATCH_ID
+                   llmserving batch results BATCH_ID [-o out.jsonl] [--errors errors.jsonl]
+                   llmserving batch cancel  BATCH_ID
+            The API defaults to $LLMSERVING_API or http://127.0.0.1:5080.
+            Exit codes: 0 done, 1 the job or batch did not succeed, 2 usage, 3 API unreachable, 4 the API refused the request.
+            """);
+        return 2;
+    }
 }

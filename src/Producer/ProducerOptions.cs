@@ -69,7 +69,7 @@ public sealed class ProducerOptions
 
     /// <summary>Messages in flight at once while publishing a batch's lines.</summary>
     [Range(1, 4096)]
-    public int PublishConcurrency { get; set; } = 128;
+    public int PublishConcurrency { get; set; } = 1000;
 
     /// <summary>How often batches are checked for their end (all lines final, expiry, cancellation).</summary>
     [Range(typeof(TimeSpan), "00:00:00.050", "00:10:00")]

@@ -20,6 +20,9 @@ public sealed class BatchFinalizer(
     IOptions<ProducerOptions> options,
     ILogger<BatchFinalizer> logger) : BackgroundService
 {
+    // Output lines as OpenAI writes them: UTF-8 text, not \uXXXX escapes of quotes and non-ASCII.
+    private static readonly JsonWriterOptions Plain = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(options.Value.FinalizeInterval);
@@ -79,7 +82,7 @@ public sealed class BatchFinalizer(
         await foreach (var row in batches.ReadResultsAsync(batch.Id, ct))
         {
             buffer.ResetWrittenCount();
-            await using (var w = new Utf8JsonWriter(buffer))
+            await using (var w = new Utf8JsonWriter(buffer, Plain))
             {
                 if (row.Status == JobStatuses.Succeeded)
                 {
