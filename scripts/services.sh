@@ -66,4 +66,10 @@ if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   for _ in $(seq 1 60); do rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break; sleep 1; done
 fi
 rabbitmq-diagnostics -q ping >/dev/null 2>&1 || { log "RabbitMQ did not start"; exit 1; }
+# The management API reports ready + unacknowledged counts: the autoscaler's queue depth.
+if ! rabbitmq-plugins is_enabled rabbitmq_management --quiet >/dev/null 2>&1; then
+  log "enabling the RabbitMQ management plugin"
+  $SUDO rabbitmq-plugins enable rabbitmq_management >/dev/null
+fi
+for _ in $(seq 1 30); do curl -sf -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null && break; sleep 1; done
 log "PostgreSQL and RabbitMQ are up"

@@ -34,6 +34,7 @@ public static class WorkerExtensions
             builder.Services.AddSingleton<IGenerator>(sp => sp.GetRequiredService<BatchScheduler>());
             builder.Services.AddHostedService(sp => sp.GetRequiredService<BatchScheduler>());
             builder.Services.AddHostedService<CancellationWatcher>();
+            builder.Services.AddHostedService<IdleShutdown>();
         }
 
         var rabbit = builder.Configuration.GetConnectionString("RabbitMq")

@@ -30,4 +30,11 @@ public sealed class WorkerOptions
     /// </summary>
     [Range(typeof(TimeSpan), "00:00:00", "01:00:00")]
     public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>
+    /// Scale to zero: after this long without any job the worker stops taking messages and exits with code 0.
+    /// Zero (the default) keeps it running; the autoscaler and the Kubernetes manifests set it.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00", "1.00:00:00")]
+    public TimeSpan IdleTimeout { get; set; } = TimeSpan.Zero;
 }

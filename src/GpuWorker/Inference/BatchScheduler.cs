@@ -36,12 +36,21 @@ public sealed class BatchScheduler(
     /// <summary>Jobs waiting for or holding a slot.</summary>
     public IReadOnlyCollection<Guid> JobIds => [.. _byJob.Keys];
 
+    /// <summary>When the scheduler last held a request (now, while it holds any).</summary>
+    public DateTimeOffset LastBusyAt => _byJob.IsEmpty ? new DateTimeOffset(Interlocked.Read(ref _lastBusyTicks), TimeSpan.Zero) : DateTimeOffset.UtcNow;
+
+    private long _lastBusyTicks = DateTimeOffset.UtcNow.UtcTicks;
+
     public Task<GenerationOutcome> GenerateAsync(GenerationRequest request, CancellationToken ct)
     {
         var pending = new Pending(request, ct);
         _byJob[request.JobId] = pending;
         pending.Completion.Task.ContinueWith(
-            _ => _byJob.TryRemove(new KeyValuePair<Guid, Pending>(request.JobId, pending)),
+            _ =>
+            {
+                _byJob.TryRemove(new KeyValuePair<Guid, Pending>(request.JobId, pending));
+                Interlocked.Exchange(ref _lastBusyTicks, DateTimeOffset.UtcNow.UtcTicks);
+            },
             CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         if (!(request.IsBatch ? _batch : _incoming).Writer.TryWrite(pending))
         {

@@ -1,0 +1,53 @@
+using Microsoft.Extensions.Options;
+
+namespace LlmServing.Autoscaler;
+
+/// <summary>
+/// Polls queue depth, applies <see cref="ScalingPolicy"/> and starts workers up to the desired count. Scaling down
+/// is left to the workers, which exit on their idle timeout: no worker is ever killed mid-job.
+/// </summary>
+public sealed class AutoscalerService(
+    QueueDepthProbe probe,
+    WorkerLauncher launcher,
+    TimeProvider clock,
+    IOptions<AutoscalerOptions> options,
+    ILogger<AutoscalerService> logger) : BackgroundService
+{
+    private ScalingState _state = new(null);
+    private string _last = "";
+
+    public ScalingDecision? LastDecision { get; private set; }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var o = options.Value;
+        using var timer = new PeriodicTimer(o.PollingInterval);
+        do
+        {
+            try
+            {
+                var depth = await probe.ReadAsync(stoppingToken);
+                var running = launcher.Running;
+                var decision = ScalingPolicy.Decide(depth, running, clock.GetUtcNow(), _state, o.Settings);
+                _state = decision.State;
+                LastDecision = decision;
+                var summary = $"ready {depth.Ready}, unacked {depth.Unacknowledged}, consumers {depth.Consumers}, running {running} -> desired {decision.Desired}";
+                if (summary != _last)
+                {
+                    logger.LogInformation("Scaling decision: {Summary} ({Reason})", summary, decision.Reason);
+                    _last = summary;
+                }
+
+                for (var i = running; i < decision.Desired; i++)
+                {
+                    launcher.Start();
+                }
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogWarning("Autoscaler poll failed: {Error}", e.Message);
+            }
+        }
+        while (await timer.WaitForNextTickAsync(stoppingToken));
+    }
+}
