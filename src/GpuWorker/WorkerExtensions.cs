@@ -18,7 +18,9 @@ public static class WorkerExtensions
     /// False leaves out llama.cpp (model, scheduler, cancellation watcher): the caller registers its own
     /// <see cref="IGenerator"/>. Only the plumbing benchmark does that, with an engine double.
     /// </param>
-    public static IHostApplicationBuilder AddGpuWorker(this IHostApplicationBuilder builder, bool llamaEngine = true)
+    /// <param name="ownBus">False when a composition root configures one MassTransit bus for several modules; it then
+    /// calls <see cref="AddWorkerConsumers"/> and <see cref="ConfigureWorkerEndpoints"/> itself.</param>
+    public static IHostApplicationBuilder AddGpuWorker(this IHostApplicationBuilder builder, bool llamaEngine = true, bool ownBus = true)
     {
         builder.AddResultStore();
         var inferenceOptions = builder.Services.AddOptions<InferenceOptions>().BindConfiguration(InferenceOptions.Section);
@@ -40,31 +42,19 @@ public static class WorkerExtensions
         var rabbit = builder.Configuration.GetConnectionString("RabbitMq")
             ?? throw new OptionsValidationException("ConnectionStrings:RabbitMq", typeof(string),
                 ["ConnectionStrings:RabbitMq is not set (environment variable ConnectionStrings__RabbitMq)."]);
-        builder.Services.AddMassTransit(x =>
+        if (ownBus)
         {
-            x.AddConsumer<GenerateCompletionConsumer>();
-            x.UsingRabbitMq((context, cfg) =>
+            builder.Services.AddMassTransit(x =>
             {
-                cfg.Host(new Uri(rabbit));
-                var worker = context.GetRequiredService<IOptions<WorkerOptions>>().Value;
-                var inference = context.GetRequiredService<IOptions<InferenceOptions>>().Value;
-                // Interactive jobs and batch lines come from two queues; each may hold up to Slots unacknowledged
-                // messages here, and the scheduler admits interactive ones first when a slot frees.
-                foreach (var queue in new[] { worker.JobQueue, worker.BatchJobQueue })
+                AddWorkerConsumers(x);
+                x.UsingRabbitMq((context, cfg) =>
                 {
-                    cfg.ReceiveEndpoint(queue, e =>
-                    {
-                        // Jobs are sent to the queue by address; no binding to the message-type exchange is needed.
-                        e.ConfigureConsumeTopology = false;
-                        e.PrefetchCount = inference.Slots;
-                        e.ConcurrentMessageLimit = inference.Slots;
-                        // A transient failure (e.g. the database restarting) runs the job again rather than losing it.
-                        e.UseMessageRetry(r => r.Intervals(500, 2000, 5000));
-                        e.ConfigureConsumer<GenerateCompletionConsumer>(context);
-                    });
-                }
+                    cfg.Host(new Uri(rabbit));
+                    ConfigureWorkerEndpoints(context, cfg);
+                });
             });
-        });
+        }
+
         // Graceful stop: MassTransit stops receiving, waits DrainTimeout for running jobs, then cancels the rest;
         // a cancelled consume is not acknowledged, so RabbitMQ hands the message to another worker.
         var drain = builder.Configuration.GetValue<TimeSpan?>($"{WorkerOptions.Section}:{nameof(WorkerOptions.DrainTimeout)}")
@@ -76,5 +66,30 @@ public static class WorkerExtensions
         });
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = drain + TimeSpan.FromSeconds(30));
         return builder;
+    }
+
+    public static void AddWorkerConsumers(IBusRegistrationConfigurator x) => x.AddConsumer<GenerateCompletionConsumer>();
+
+    /// <summary>
+    /// Interactive jobs and batch lines come from two queues; each may hold up to Slots unacknowledged messages
+    /// here, and the scheduler admits interactive ones first when a slot frees.
+    /// </summary>
+    public static void ConfigureWorkerEndpoints(IBusRegistrationContext context, IRabbitMqBusFactoryConfigurator cfg)
+    {
+        var worker = context.GetRequiredService<IOptions<WorkerOptions>>().Value;
+        var inference = context.GetRequiredService<IOptions<InferenceOptions>>().Value;
+        foreach (var queue in new[] { worker.JobQueue, worker.BatchJobQueue })
+        {
+            cfg.ReceiveEndpoint(queue, e =>
+            {
+                // Jobs are sent to the queue by address; no binding to the message-type exchange is needed.
+                e.ConfigureConsumeTopology = false;
+                e.PrefetchCount = inference.Slots;
+                e.ConcurrentMessageLimit = inference.Slots;
+                // A transient failure (e.g. the database restarting) runs the job again rather than losing it.
+                e.UseMessageRetry(r => r.Intervals(500, 2000, 5000));
+                e.ConfigureConsumer<GenerateCompletionConsumer>(context);
+            });
+        }
     }
 }

@@ -17,7 +17,9 @@ public static class ProducerExtensions
     /// sweep and the API's JSON and problem-details conventions. Needs <c>ConnectionStrings:Postgres</c> and
     /// <c>ConnectionStrings:RabbitMq</c>.
     /// </summary>
-    public static WebApplicationBuilder AddProducer(this WebApplicationBuilder builder)
+    /// <param name="builder">The web application builder.</param>
+    /// <param name="ownBus">False when a composition root configures one MassTransit bus for several modules.</param>
+    public static WebApplicationBuilder AddProducer(this WebApplicationBuilder builder, bool ownBus = true)
     {
         builder.AddResultStore();
         builder.Services.AddOptions<ProducerOptions>().BindConfiguration(ProducerOptions.Section)
@@ -33,7 +35,11 @@ public static class ProducerExtensions
         var rabbit = builder.Configuration.GetConnectionString("RabbitMq")
             ?? throw new OptionsValidationException("ConnectionStrings:RabbitMq", typeof(string),
                 ["ConnectionStrings:RabbitMq is not set (environment variable ConnectionStrings__RabbitMq)."]);
-        builder.Services.AddMassTransit(x => x.UsingRabbitMq((_, cfg) => cfg.Host(new Uri(rabbit))));
+        if (ownBus)
+        {
+            // Send-only: the Producer consumes nothing.
+            builder.Services.AddMassTransit(x => x.UsingRabbitMq((_, cfg) => cfg.Host(new Uri(rabbit))));
+        }
         builder.Services.AddSingleton<JobQueueDeclarer>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobQueueDeclarer>());
         builder.Services.AddSingleton<JobPublisher>();

@@ -18,6 +18,11 @@ public static class ResultStoreExtensions
     /// </summary>
     public static IHostApplicationBuilder AddResultStore(this IHostApplicationBuilder builder)
     {
+        if (builder.Services.Any(d => d.ServiceType == typeof(JobStore)))
+        {
+            return builder; // both modules in one process (monolith): registered once
+        }
+
         var connectionString = builder.Configuration.GetConnectionString("Postgres");
         if (string.IsNullOrWhiteSpace(connectionString))
         {

@@ -13,4 +13,13 @@ public sealed class LayoutTests
         Assert.That(worker.GetReferencedAssemblies().Select(a => a.Name), Does.Not.Contain(producer.GetName().Name));
         Assert.That(producer.GetReferencedAssemblies().Select(a => a.Name), Does.Not.Contain("LLamaSharp"));
     }
+
+    [Test]
+    public void ShouldKnowOnlyTheContracts_WhenTheAutoscalerIsBuilt()
+    {
+        var names = typeof(Autoscaler.ScalingPolicy).Assembly.GetReferencedAssemblies().Select(a => a.Name).ToList();
+
+        // (Queue names are constants, compiled in: the reference to Contracts may not even appear.)
+        Assert.That(names.Where(n => n!.StartsWith("LlmServing.", StringComparison.Ordinal)), Is.SubsetOf(new[] { "LlmServing.Contracts" }));
+    }
 }

@@ -1,0 +1,30 @@
+using LlmServing.GpuWorker;
+using LlmServing.Producer;
+using MassTransit;
+
+namespace LlmServing.Monolith;
+
+public static class MonolithExtensions
+{
+    /// <summary>
+    /// Producer and worker in one process: each module registers its services, and this root configures the single
+    /// MassTransit bus they share (the worker's receive endpoints plus the Producer's sends). Jobs still travel through
+    /// RabbitMQ and PostgreSQL exactly as between separate services, so splitting later changes no behaviour.
+    /// </summary>
+    public static WebApplicationBuilder AddMonolith(this WebApplicationBuilder builder)
+    {
+        builder.AddProducer(ownBus: false);
+        builder.AddGpuWorker(ownBus: false);
+        var rabbit = builder.Configuration.GetConnectionString("RabbitMq")!;
+        builder.Services.AddMassTransit(x =>
+        {
+            WorkerExtensions.AddWorkerConsumers(x);
+            x.UsingRabbitMq((context, cfg) =>
+            {
+                cfg.Host(new Uri(rabbit));
+                WorkerExtensions.ConfigureWorkerEndpoints(context, cfg);
+            });
+        });
+        return builder;
+    }
+}
