@@ -30,6 +30,7 @@ public static class ProducerExtensions
             o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never;
         });
         builder.Services.AddProblemDetails();
+        builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
         builder.Services.AddOpenApi();
 
         var rabbit = builder.Configuration.GetConnectionString("RabbitMq")
@@ -59,6 +60,12 @@ public static class ProducerExtensions
         app.MapOpenApi();
         app.MapScalarApiReference("/docs");
         app.MapGet("/", () => Results.Redirect("/docs")).ExcludeFromDescription();
+        // Live: the process answers. Ready: PostgreSQL answers and the bus is connected (MassTransit's own check).
+        app.MapHealthChecks("/health/live", new Microsoft.AspNetCore.Diagnostics.HealthChecks.HealthCheckOptions { Predicate = _ => false });
+        app.MapHealthChecks("/health/ready", new Microsoft.AspNetCore.Diagnostics.HealthChecks.HealthCheckOptions
+        {
+            Predicate = check => check.Tags.Contains("ready") || check.Tags.Contains("masstransit"),
+        });
         app.MapJobsApi();
         app.MapFilesApi();
         app.MapBatchesApi();

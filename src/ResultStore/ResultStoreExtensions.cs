@@ -42,16 +42,26 @@ public static class ResultStoreExtensions
         return builder;
     }
 
+    /// <summary>Applies pending migrations and returns (the <c>--migrate-only</c> mode of a host).</summary>
+    public static Task MigrateDatabaseAsync(this IServiceProvider services, CancellationToken ct = default) =>
+        ActivatorUtilities.CreateInstance<DatabaseMigrator>(services).MigrateAsync(ct);
+
     internal static void Configure(DbContextOptionsBuilder options, NpgsqlDataSource dataSource) =>
         options.UseNpgsql(dataSource, npgsql => npgsql.EnableRetryOnFailure())
             .UseSnakeCaseNamingConvention();
 }
 
-/// <summary>Applies pending migrations at start-up (EF Core takes a lock, so concurrent hosts are safe).</summary>
-internal sealed class DatabaseMigrator(IDbContextFactory<LlmServingDbContext> contexts, ILogger<DatabaseMigrator> logger)
+/// <summary>
+/// Applies pending migrations at start-up (EF Core takes a lock, so concurrent hosts are safe), unless
+/// <c>Database:MigrateOnStart</c> is false: on Kubernetes a migration Job runs <c>--migrate-only</c> once instead.
+/// </summary>
+internal sealed class DatabaseMigrator(IDbContextFactory<LlmServingDbContext> contexts, IConfiguration configuration, ILogger<DatabaseMigrator> logger)
     : IHostedService
 {
-    public async Task StartAsync(CancellationToken cancellationToken)
+    public Task StartAsync(CancellationToken cancellationToken) =>
+        configuration.GetValue("Database:MigrateOnStart", true) ? MigrateAsync(cancellationToken) : Task.CompletedTask;
+
+    public async Task MigrateAsync(CancellationToken cancellationToken)
     {
         await using var db = await contexts.CreateDbContextAsync(cancellationToken);
         var pending = (await db.Database.GetPendingMigrationsAsync(cancellationToken)).ToList();

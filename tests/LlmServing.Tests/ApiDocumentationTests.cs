@@ -35,6 +35,16 @@ public sealed class ApiDocumentationTests
         Assert.That(paths.TryGetProperty("/v1/jobs/{id}", out _), Is.True);
     }
 
+    [TestCase("/health/live")]
+    [TestCase("/health/ready")]
+    public async Task ShouldReportHealthy_WhenDatabaseAndBrokerAreUp(string path)
+    {
+        await _producer.QueueDeclared;
+        using var response = await _producer.Client.GetAsync(path);
+
+        Assert.That((int)response.StatusCode, Is.EqualTo(200), await response.Content.ReadAsStringAsync());
+    }
+
     [Test]
     public async Task ShouldServeAnInteractivePage_WhenDocsAreRequested()
     {
