@@ -1,3 +1,5 @@
+using Prometheus;
+
 namespace LlmServing.Autoscaler;
 
 public static class AutoscalerExtensions
@@ -11,6 +13,11 @@ public static class AutoscalerExtensions
         builder.Services.AddSingleton<WorkerLauncher>();
         builder.Services.AddSingleton<AutoscalerService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<AutoscalerService>());
+        var port = builder.Configuration.GetValue($"{AutoscalerOptions.Section}:MetricsPort", 0);
+        if (port > 0)
+        {
+            builder.Services.AddMetricServer(o => o.Port = (ushort)port); // queue depth, workers wanted and running
+        }
         return builder;
     }
 }

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using Prometheus;
 
 namespace LlmServing.Autoscaler;
 
@@ -13,6 +14,9 @@ public sealed class AutoscalerService(
     IOptions<AutoscalerOptions> options,
     ILogger<AutoscalerService> logger) : BackgroundService
 {
+    private static readonly Gauge Depth = Metrics.CreateGauge("llmserving_queue_depth", "Messages in the job queues.", "kind");
+    private static readonly Gauge Wanted = Metrics.CreateGauge("llmserving_workers_wanted", "Workers the policy wants.");
+    private static readonly Gauge Running = Metrics.CreateGauge("llmserving_workers_running", "Worker processes running.");
     private ScalingState _state = new(null);
     private string _last = "";
 
@@ -30,6 +34,10 @@ public sealed class AutoscalerService(
                 var running = launcher.Running;
                 var decision = ScalingPolicy.Decide(depth, running, clock.GetUtcNow(), _state, o.Settings);
                 _state = decision.State;
+                Depth.WithLabels("ready").Set(depth.Ready);
+                Depth.WithLabels("unacknowledged").Set(depth.Unacknowledged);
+                Wanted.Set(decision.Desired);
+                Running.Set(running);
                 LastDecision = decision;
                 var summary = $"ready {depth.Ready}, unacked {depth.Unacknowledged}, consumers {depth.Consumers}, running {running} -> desired {decision.Desired}";
                 if (summary != _last)

@@ -37,6 +37,7 @@ public static class WorkerExtensions
             builder.Services.AddHostedService(sp => sp.GetRequiredService<BatchScheduler>());
             builder.Services.AddHostedService<CancellationWatcher>();
             builder.Services.AddHostedService<IdleShutdown>();
+            builder.Services.AddHostedService<WorkerMetrics>();
         }
 
         var rabbit = builder.Configuration.GetConnectionString("RabbitMq")

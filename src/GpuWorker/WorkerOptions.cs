@@ -37,4 +37,8 @@ public sealed class WorkerOptions
     /// </summary>
     [Range(typeof(TimeSpan), "00:00:00", "1.00:00:00")]
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.Zero;
+
+    /// <summary>Port of the worker's Prometheus <c>/metrics</c>; 0 turns it off.</summary>
+    [Range(0, 65535)]
+    public int MetricsPort { get; set; }
 }

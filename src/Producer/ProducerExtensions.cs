@@ -6,6 +6,7 @@ using LlmServing.Producer.Messaging;
 using LlmServing.ResultStore;
 using MassTransit;
 using Microsoft.Extensions.Options;
+using Prometheus;
 using Scalar.AspNetCore;
 
 namespace LlmServing.Producer;
@@ -49,6 +50,8 @@ public static class ProducerExtensions
         // Batch files: Hangfire (on the same PostgreSQL) runs the durable ingestion jobs; the finalizer ends batches.
         builder.Services.AddIngestionHangfire(builder.Configuration.GetConnectionString("Postgres")!);
         builder.Services.AddHostedService<BatchFinalizer>();
+        builder.Services.AddSingleton(_ => Prometheus.Metrics.NewCustomRegistry());
+        builder.Services.AddHostedService<JobMetrics>();
         return builder;
     }
 
@@ -66,6 +69,7 @@ public static class ProducerExtensions
         {
             Predicate = check => check.Tags.Contains("ready") || check.Tags.Contains("masstransit"),
         });
+        app.MapMetrics("/metrics", app.Services.GetRequiredService<Prometheus.CollectorRegistry>()).ExcludeFromDescription();
         app.MapJobsApi();
         app.MapFilesApi();
         app.MapBatchesApi();

@@ -1,0 +1,50 @@
+using System.Net;
+using System.Net.Sockets;
+using LlmServing.Tests.Infrastructure;
+
+namespace LlmServing.Tests;
+
+/// <summary>Prometheus metrics a user scrapes: jobs by state and latency from the Producer, tokens from a worker.</summary>
+[TestFixture]
+[NonParallelizable]
+public sealed class MetricsTests
+{
+    [Test]
+    public async Task ShouldExposeJobAndWorkerMetrics_WhenAJobHasRun()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-metrics";
+        var port = FreePort();
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue);
+            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Worker:MetricsPort"] = port.ToString() });
+            await producer.Client.WaitForFinalAsync((await producer.Client.SubmitAsync(new { prompt = "Measure me", max_tokens = 9 })).Id);
+
+            string scraped = "";
+            for (var i = 0; i < 80 && !scraped.Contains("llmserving_job_latency_seconds_count{stage=\"total\"} 1"); i++)
+            {
+                await Task.Delay(100);
+                scraped = await producer.Client.GetStringAsync("/metrics");
+            }
+
+            using var scraper = new HttpClient();
+            var workerMetrics = await scraper.GetStringAsync($"http://127.0.0.1:{port}/metrics");
+
+            Assert.That(scraped, Does.Contain("llmserving_jobs{status=\"succeeded\"}"));
+            Assert.That(scraped, Does.Contain("llmserving_job_latency_seconds_count{stage=\"total\"} 1"));
+            Assert.That(workerMetrics, Does.Contain("llmserving_worker_tokens_generated_total 9"));
+            Assert.That(workerMetrics, Does.Contain("llmserving_worker_sequences_completed_total 1"));
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
