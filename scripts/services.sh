@@ -59,6 +59,16 @@ if ! $AS_PG psql -tAc "SELECT 1 FROM pg_database WHERE datname='llmserving'" | g
   $AS_PG createdb -O llmserving llmserving
 fi
 
+# RabbitMQ: queue statistics every second (default 5 s) so that the autoscaler sees depth changes within its poll.
+if ! grep -qs "collect_statistics_interval" /etc/rabbitmq/rabbitmq.conf; then
+  echo "collect_statistics_interval = 1000" | $SUDO tee -a /etc/rabbitmq/rabbitmq.conf >/dev/null
+  if rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+    log "restarting RabbitMQ to apply its configuration"
+    $SUDO rabbitmqctl stop >/dev/null 2>&1 || true
+    sleep 2
+  fi
+fi
+
 # RabbitMQ: no systemd on minimal machines, so start it detached.
 if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   log "starting RabbitMQ"

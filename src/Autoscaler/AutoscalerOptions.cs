@@ -17,6 +17,9 @@ public sealed class AutoscalerOptions
 
     public string VirtualHost { get; set; } = "/";
 
+    /// <summary>AMQP address for exact ready counts (empty: management API only).</summary>
+    public string AmqpUrl { get; set; } = "amqp://guest:guest@127.0.0.1:5672/";
+
     [Range(typeof(TimeSpan), "00:00:00.100", "00:10:00")]
     public TimeSpan PollingInterval { get; set; } = TimeSpan.FromSeconds(1);
 

@@ -3,15 +3,18 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Options;
+using RabbitMQ.Client;
 
 namespace LlmServing.Autoscaler;
 
 /// <summary>
-/// Reads queue depth from the RabbitMQ management HTTP API: <c>messages_ready</c> + <c>messages_unacknowledged</c>
-/// (an AMQP passive declare reports only ready messages, which would scale busy workers away) and <c>consumers</c>.
+/// Queue depth = ready + unacknowledged. Ready messages and consumers come from an AMQP passive declare (exact at
+/// once: a first job is seen within one poll); unacknowledged ones only the management HTTP API knows (an AMQP-only
+/// count would scale busy workers away), and its statistics are refreshed every <c>collect_statistics_interval</c>.
 /// </summary>
-public sealed class QueueDepthProbe(HttpClient http, IOptions<AutoscalerOptions> options)
+public sealed class QueueDepthProbe(HttpClient http, IOptions<AutoscalerOptions> options) : IAsyncDisposable
 {
+    private IConnection? _connection;
     public async Task<QueueDepth> ReadAsync(CancellationToken ct)
     {
         var o = options.Value;
@@ -25,6 +28,35 @@ public sealed class QueueDepthProbe(HttpClient http, IOptions<AutoscalerOptions>
     }
 
     public async Task<QueueDepth> ReadAsync(string queue, CancellationToken ct)
+    {
+        var managed = await ReadManagementAsync(queue, ct);
+        if (string.IsNullOrEmpty(options.Value.AmqpUrl))
+        {
+            return managed;
+        }
+
+        try
+        {
+            _connection ??= await new ConnectionFactory { Uri = new Uri(options.Value.AmqpUrl) }.CreateConnectionAsync(ct);
+            await using var channel = await _connection.CreateChannelAsync(cancellationToken: ct);
+            var ok = await channel.QueueDeclarePassiveAsync(queue, ct);
+            return new QueueDepth(ok.MessageCount, managed.Unacknowledged, (int)ok.ConsumerCount);
+        }
+        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == 404)
+        {
+            return managed;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_connection is not null)
+        {
+            await _connection.DisposeAsync();
+        }
+    }
+
+    private async Task<QueueDepth> ReadManagementAsync(string queue, CancellationToken ct)
     {
         var o = options.Value;
         var baseUri = new Uri(o.ManagementUrl);

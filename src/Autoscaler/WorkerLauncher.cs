@@ -11,6 +11,15 @@ public sealed class WorkerLauncher(IOptions<AutoscalerOptions> options, ILogger<
 
     public int Started { get; private set; }
 
+    /// <summary>When each worker process was started.</summary>
+    public List<DateTimeOffset> StartedAt { get; } = [];
+
+    /// <summary>When each worker reported its model loaded (its log line), for cold-start measurements.</summary>
+    public List<DateTimeOffset> ModelLoadedAt { get; } = [];
+
+    /// <summary>When each worker process was seen to have exited.</summary>
+    public List<DateTimeOffset> ExitedAt { get; } = [];
+
     public List<int> ExitCodes { get; } = [];
 
     public int Running
@@ -50,7 +59,24 @@ public sealed class WorkerLauncher(IOptions<AutoscalerOptions> options, ILogger<
             }
 
             var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {o.WorkerCommand}.");
-            process.OutputDataReceived += (_, e) => { if (e.Data is not null) logger.LogDebug("worker {Pid}: {Line}", process.Id, e.Data); };
+            StartedAt.Add(DateTimeOffset.UtcNow);
+            process.OutputDataReceived += (_, e) =>
+            {
+                if (e.Data is null)
+                {
+                    return;
+                }
+
+                if (e.Data.Contains("Model loaded", StringComparison.Ordinal))
+                {
+                    lock (ModelLoadedAt)
+                    {
+                        ModelLoadedAt.Add(DateTimeOffset.UtcNow);
+                    }
+                }
+
+                logger.LogDebug("worker {Pid}: {Line}", process.Id, e.Data);
+            };
             process.ErrorDataReceived += (_, e) => { if (e.Data is not null) logger.LogDebug("worker {Pid}: {Line}", process.Id, e.Data); };
             process.BeginOutputReadLine();
             process.BeginErrorReadLine();
@@ -66,6 +92,7 @@ public sealed class WorkerLauncher(IOptions<AutoscalerOptions> options, ILogger<
         {
             logger.LogInformation("Worker process {Pid} exited with code {Code}", process.Id, process.ExitCode);
             ExitCodes.Add(process.ExitCode);
+            ExitedAt.Add(DateTimeOffset.UtcNow);
             _running.RemoveAll(r => r.Process == process);
             process.Dispose();
         }

@@ -9,7 +9,7 @@ using LlmServing.ModelGen;
 
 // dotnet run -c Release --project src/Benchmarks -- [--quick] [--model PATH] [--out docs/benchmarks.md]
 //   [--slots 1,2,4,8,16,32] [--prompt-tokens 32] [--new-tokens 64] [--plumbing-jobs 3000] [--threads N]
-//   [--skip engine,e2e,mixed,plumbing,ingestion]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
+//   [--skip engine,e2e,mixed,plumbing,ingestion,coldstart]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 var options = new Dictionary<string, string>();
@@ -151,6 +151,16 @@ if (!skip.Contains("ingestion"))
 }
 
 report.Ingestion = ingestion;
+
+// 6. Cold start from zero workers through the local autoscaler, back to zero, and a burst.
+if (!skip.Contains("coldstart"))
+{
+    var cold = await ColdStartBenchmark.RunAsync(services, modelPath, quick ? 200 : 1000);
+    report.ColdStart = cold;
+    Console.WriteLine($"cold start: process {cold.ToProcessStart:F2} s, model loaded {cold.ToModelLoaded:F2} s, job started {cold.ToJobStarted:F2} s, " +
+                      $"result {cold.ToResult:F2} s after submit; back to zero {cold.ScaleToZero:F1} s after; burst of {cold.BurstJobs}: " +
+                      $"{cold.BurstWorkersStarted} workers started (policy max {cold.BurstPolicyMax}) in {cold.BurstSeconds:F1} s");
+}
 Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
 var markdown = report.Render(slots, engine, endToEnd, lengths, staticBatches, continuous, plumbing, idle, raw, output);
 Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);

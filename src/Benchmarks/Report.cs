@@ -10,6 +10,8 @@ public sealed class Report(string machine, string modelPath, string workload)
 
     public List<(int Lines, double LinesPerSecond, double Seconds, double PeakMegabytes)> Ingestion { get; set; } = [];
 
+    public ColdStart? ColdStart { get; set; }
+
     public string Render(
         int[] slots,
         Dictionary<int, double> engine,
@@ -79,6 +81,22 @@ public sealed class Report(string machine, string modelPath, string workload)
             md.AppendLine($"| {i.Lines:N0} | {F(i.Seconds)} | {F(i.LinesPerSecond, "F0")} | {F(i.PeakMegabytes, "F0")} MB |");
         }
 
+        if (ColdStart is { } c)
+        {
+            md.AppendLine();
+            md.AppendLine("## 6. From zero workers and back").AppendLine();
+            md.AppendLine("Local autoscaler polling every 1 s; one job with `max_tokens: 1` (its result is the first token); seconds after the job was accepted.").AppendLine();
+            md.AppendLine("| stage | seconds after submit |");
+            md.AppendLine("|---|---:|");
+            md.AppendLine($"| worker process started | {F(c.ToProcessStart, "F2")} |");
+            md.AppendLine($"| model loaded | {F(c.ToModelLoaded, "F2")} |");
+            md.AppendLine($"| job claimed by the worker | {F(c.ToJobStarted, "F2")} |");
+            md.AppendLine($"| result (first token) written | {F(c.ToResult, "F2")} |");
+            md.AppendLine($"| back to zero workers (5 s idle timeout), after the result | {F(c.ScaleToZero, "F1")} |");
+            md.AppendLine();
+            md.AppendLine($"Burst of {c.BurstJobs} jobs: {c.BurstWorkersStarted} worker processes started; the policy's cap for that depth is {c.BurstPolicyMax}; all done in {F(c.BurstSeconds)} s.");
+        }
+
         md.AppendLine();
         md.AppendLine("## Targets").AppendLine();
         var at4 = slots.Where(n => n >= 4 && engine.ContainsKey(n) && endToEnd.ContainsKey(n)).Select(n => endToEnd[n].TokensPerSecond / engine[n]).DefaultIfEmpty(double.NaN).Min();
@@ -96,6 +114,11 @@ public sealed class Report(string machine, string modelPath, string workload)
         {
             md.AppendLine($"- ingestion ≥ 20,000 lines/s: {string.Join(", ", Ingestion.Select(i => $"{i.LinesPerSecond:F0} ({i.Lines:N0} lines)"))}; " +
                           $"peak memory flat with file size: {string.Join(" vs ", Ingestion.Select(i => $"+{i.PeakMegabytes:F0} MB"))}");
+        }
+
+        if (ColdStart is { } cs)
+        {
+            md.AppendLine($"- cold start from zero to first result < 3 s with a 1 s poll: {F(cs.ToResult, "F2")} s");
         }
 
         var chart = Path.ChangeExtension(output, ".png");

@@ -35,6 +35,7 @@ public static class WorkerExtensions
             builder.Services.AddSingleton<BatchScheduler>();
             builder.Services.AddSingleton<IGenerator>(sp => sp.GetRequiredService<BatchScheduler>());
             builder.Services.AddHostedService(sp => sp.GetRequiredService<BatchScheduler>());
+            builder.Services.AddHostedService<WorkerWarmup>(); // before MassTransit starts consuming
             builder.Services.AddHostedService<CancellationWatcher>();
             builder.Services.AddHostedService<IdleShutdown>();
             builder.Services.AddHostedService<WorkerMetrics>();

@@ -39,6 +39,7 @@ public sealed class AutoscalerTests
                 ["Autoscaler:Queues:1"] = queue + "-batch",
                 ["Autoscaler:ManagementUrl"] = Environment.GetEnvironmentVariable("LLMSERVING_RABBITMQ_MANAGEMENT") ?? "http://guest:guest@127.0.0.1:15672/",
                 ["Autoscaler:PollingInterval"] = "00:00:00.500",
+                ["Autoscaler:AmqpUrl"] = TestServices.RabbitMq,
                 ["Autoscaler:Cooldown"] = "00:00:02",
                 ["Autoscaler:MaxWorkers"] = "2",
                 ["Autoscaler:WorkerCommand"] = "dotnet",

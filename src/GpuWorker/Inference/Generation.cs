@@ -82,6 +82,17 @@ public sealed class SchedulerCounters
         }
     }
 
+    /// <summary>Back to zero (after the warm-up generation, which is not user work).</summary>
+    internal void Reset()
+    {
+        Interlocked.Exchange(ref _decodeSteps, 0);
+        Interlocked.Exchange(ref _tokensGenerated, 0);
+        Interlocked.Exchange(ref _sequencesCompleted, 0);
+        Interlocked.Exchange(ref _decodeFailures, 0);
+        Volatile.Write(ref _peakActiveSequences, 0);
+        Volatile.Write(ref _peakReservedTokens, 0);
+    }
+
     internal void Token() => Interlocked.Increment(ref _tokensGenerated);
 
     internal void Completed() => Interlocked.Increment(ref _sequencesCompleted);
