@@ -57,6 +57,18 @@ public sealed class ResultStoreTests
     }
 
     [Test]
+    public async Task ShouldStoreTheOutput_WhenTheModelEmitsANulByte()
+    {
+        var id = await NewJobAsync();
+        await _store.TryStartAsync(id, "w1", CancellationToken.None);
+
+        var stored = await _store.CompleteAsync(id, new JobResult("a\0b", "length", 1, 3), CancellationToken.None);
+
+        Assert.That(stored, Is.True);
+        Assert.That((await _store.FindAsync(id, Tenants.Default, CancellationToken.None))!.OutputText, Is.EqualTo("a\uFFFDb"));
+    }
+
+    [Test]
     public async Task ShouldNotMoveBackwards_WhenAFinalJobIsClaimedOrFailed()
     {
         var id = await NewJobAsync();
@@ -95,8 +107,8 @@ public sealed class ResultStoreTests
     public async Task ShouldReturnTheExistingJob_WhenTheIdempotencyKeyIsUsedAgain()
     {
         var key = Guid.NewGuid().ToString();
-        var (first, created) = await _store.CreateAsync(new Job { Id = Guid.NewGuid(), IdempotencyKey = key }, CancellationToken.None);
-        var (second, createdAgain) = await _store.CreateAsync(new Job { Id = Guid.NewGuid(), IdempotencyKey = key }, CancellationToken.None);
+        var (first, created) = await _store.CreateAsync(new Job { Id = Guid.NewGuid(), IdempotencyKey = key, QueuedAt = DateTimeOffset.UtcNow }, CancellationToken.None);
+        var (second, createdAgain) = await _store.CreateAsync(new Job { Id = Guid.NewGuid(), IdempotencyKey = key, QueuedAt = DateTimeOffset.UtcNow }, CancellationToken.None);
 
         Assert.That(created, Is.True);
         Assert.That(createdAgain, Is.False);
@@ -107,7 +119,8 @@ public sealed class ResultStoreTests
 
     private async Task<Guid> NewJobAsync()
     {
-        var (job, _) = await _store.CreateAsync(new Job { Id = Guid.NewGuid() }, CancellationToken.None);
+        // Already "published", so that no Producer's publish sweep picks these bare rows up.
+        var (job, _) = await _store.CreateAsync(new Job { Id = Guid.NewGuid(), QueuedAt = DateTimeOffset.UtcNow }, CancellationToken.None);
         return job.Id;
     }
 }

@@ -17,8 +17,20 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
     /// <summary>Returns true when the broker confirmed the message.</summary>
     public async Task<bool> TryPublishAsync(Job job, CancellationToken ct)
     {
-        var message = JsonSerializer.Deserialize<GenerateCompletion>(job.Request, MessageJson)
-                      ?? throw new InvalidOperationException($"Job {job.Id} has no request.");
+        GenerateCompletion message;
+        try
+        {
+            message = JsonSerializer.Deserialize<GenerateCompletion>(job.Request, MessageJson)
+                      ?? throw new JsonException("The request is null.");
+        }
+        catch (JsonException e)
+        {
+            // Cannot happen for jobs this API accepted; a row written otherwise must not block the sweep forever.
+            logger.LogError("Job {JobId} has an unreadable request and is failed: {Error}", job.Id, e.Message);
+            await jobs.FailAsync(job.Id, $"The stored request cannot be read: {e.Message}", null, CancellationToken.None);
+            return true;
+        }
+
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(options.Value.PublishTimeout);
         try

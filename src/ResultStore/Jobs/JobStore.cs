@@ -5,7 +5,14 @@ using Npgsql;
 namespace LlmServing.ResultStore.Jobs;
 
 /// <summary>The result of a finished generation, as written by a worker.</summary>
-public sealed record JobResult(string OutputText, string FinishReason, int PromptTokens, int CompletionTokens);
+public sealed record JobResult(string OutputText, string FinishReason, int PromptTokens, int CompletionTokens)
+{
+    /// <summary>
+    /// The text as PostgreSQL can store it: a model may emit a NUL byte (a <c>&lt;0x00&gt;</c> token), which a text
+    /// column rejects; it becomes U+FFFD, as other undecodable bytes already are.
+    /// </summary>
+    public string StorableText => OutputText.Contains('\0', StringComparison.Ordinal) ? OutputText.Replace('\0', '\uFFFD') : OutputText;
+}
 
 /// <summary>
 /// Job state changes. Each is one conditional UPDATE, so they are atomic and idempotent: a job never moves
@@ -156,7 +163,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
             .Where(j => j.Id == id && !FinalStatuses.Contains(j.Status))
             .ExecuteUpdateAsync(s => s
                 .SetProperty(j => j.Status, JobStatuses.Cancelled)
-                .SetProperty(j => j.OutputText, partial.OutputText)
+                .SetProperty(j => j.OutputText, partial.StorableText)
                 .SetProperty(j => j.FinishReason, partial.FinishReason)
                 .SetProperty(j => j.PromptTokens, partial.PromptTokens)
                 .SetProperty(j => j.CompletionTokens, partial.CompletionTokens)
@@ -173,7 +180,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
             .Where(j => j.Id == id && !FinalStatuses.Contains(j.Status))
             .ExecuteUpdateAsync(s => s
                 .SetProperty(j => j.Status, JobStatuses.Succeeded)
-                .SetProperty(j => j.OutputText, result.OutputText)
+                .SetProperty(j => j.OutputText, result.StorableText)
                 .SetProperty(j => j.FinishReason, result.FinishReason)
                 .SetProperty(j => j.PromptTokens, result.PromptTokens)
                 .SetProperty(j => j.CompletionTokens, result.CompletionTokens)
