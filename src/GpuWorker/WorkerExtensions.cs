@@ -89,7 +89,12 @@ public static class WorkerExtensions
                 e.PrefetchCount = inference.Slots;
                 e.ConcurrentMessageLimit = inference.Slots;
                 // A transient failure (e.g. the database restarting) runs the job again rather than losing it.
-                e.UseMessageRetry(r => r.Intervals(500, 2000, 5000));
+                // A poison job (failed on every attempt) goes straight to the error queue.
+                e.UseMessageRetry(r =>
+                {
+                    r.Intervals(500, 2000, 5000);
+                    r.Ignore<PoisonJobException>();
+                });
                 e.ConfigureConsumer<GenerateCompletionConsumer>(context);
             });
         }

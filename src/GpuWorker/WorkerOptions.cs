@@ -38,6 +38,13 @@ public sealed class WorkerOptions
     [Range(typeof(TimeSpan), "00:00:00", "1.00:00:00")]
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.Zero;
 
+    /// <summary>
+    /// A job claimed this many times without finishing (the engine threw, or workers died running it) is failed
+    /// with the reason instead of being run again: a poison job must not go round forever.
+    /// </summary>
+    [Range(1, 100)]
+    public int MaxAttempts { get; set; } = 3;
+
     /// <summary>Port of the worker's Prometheus <c>/metrics</c>; 0 turns it off.</summary>
     [Range(0, 65535)]
     public int MetricsPort { get; set; }

@@ -174,7 +174,25 @@ public sealed class BatchScheduler(
                 continue;
             }
 
-            pending.Tokens ??= renderer.Render(pending.Request, executor.Context);
+            try
+            {
+                if (_options.FaultInjectionMarker is { Length: > 0 } marker
+                    && (pending.Request.Prompt?.Contains(marker, StringComparison.Ordinal) == true
+                        || pending.Request.Messages?.Any(m => m.Content.Contains(marker, StringComparison.Ordinal)) == true))
+                {
+                    throw new InvalidOperationException($"Fault injection: the request contains '{marker}'.");
+                }
+
+                pending.Tokens ??= renderer.Render(pending.Request, executor.Context);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // One request that breaks the engine must not stop the loop that serves every other request.
+                Dequeue(pending);
+                pending.Fail(e);
+                continue;
+            }
+
             var maxTokens = pending.Request.Parameters.MaxTokens;
             var need = pending.Tokens.Length + maxTokens;
             if (need > _options.ContextSize)
@@ -368,6 +386,12 @@ public sealed class BatchScheduler(
         {
             _registration.Dispose();
             Completion.TrySetResult(outcome);
+        }
+
+        public void Fail(Exception error)
+        {
+            _registration.Dispose();
+            Completion.TrySetException(error);
         }
     }
 

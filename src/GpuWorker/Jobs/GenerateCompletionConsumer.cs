@@ -34,9 +34,28 @@ public sealed class GenerateCompletionConsumer(
             return;
         }
 
-        var outcome = await generator.GenerateAsync(
-            new GenerationRequest(message.JobId, message.Prompt, message.Messages, message.Parameters) { IsBatch = message.BatchId is not null },
-            ct);
+        if (job.Attempts > worker.Value.MaxAttempts)
+        {
+            // Claimed again and again without finishing: workers died on it, or it threw every time.
+            await jobs.FailAsync(message.JobId, $"Gave up after {job.Attempts - 1} attempts that did not finish ({job.Error ?? "the worker stopped while running it"}).", null, CancellationToken.None);
+            logger.LogWarning("Job {JobId} failed after {Attempts} attempts", message.JobId, job.Attempts - 1);
+            return;
+        }
+
+        GenerationOutcome outcome;
+        try
+        {
+            outcome = await generator.GenerateAsync(
+                new GenerationRequest(message.JobId, message.Prompt, message.Messages, message.Parameters) { IsBatch = message.BatchId is not null },
+                ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException && job.Attempts >= worker.Value.MaxAttempts)
+        {
+            // A poison job: fail it with the reason, and let the message go to the error queue for inspection.
+            await jobs.FailAsync(message.JobId, $"The engine failed on every attempt ({job.Attempts}): {e.Message}", null, CancellationToken.None);
+            logger.LogError(e, "Job {JobId} failed permanently after {Attempts} attempts", message.JobId, job.Attempts);
+            throw new PoisonJobException(message.JobId, e);
+        }
 
         // The result must be durable before the message is acknowledged, so the write ignores the consume token.
         if (outcome.Error is not null)
@@ -60,3 +79,7 @@ public sealed class GenerateCompletionConsumer(
             message.JobId, outcome.PromptTokens, outcome.CompletionTokens, job.Attempts);
     }
 }
+
+/// <summary>A job that failed on every attempt: not retried; its message goes to the error queue.</summary>
+public sealed class PoisonJobException(Guid jobId, Exception inner)
+    : Exception($"Job {jobId} failed on every attempt: {inner.Message}", inner);

@@ -1,0 +1,83 @@
+using System.Diagnostics;
+using LlmServing.Contracts;
+using LlmServing.Tests.Infrastructure;
+
+namespace LlmServing.Tests;
+
+/// <summary>Faults injected for real: a poison job, and a worker process killed with SIGKILL mid-generation.</summary>
+[TestFixture]
+[NonParallelizable]
+public sealed class FaultTests
+{
+    [Test]
+    public async Task ShouldFailAPoisonJobWithItsReasonAndKeepServingOthers_WhenTheEngineThrowsEveryTime()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-poison";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue);
+            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Inference:FaultInjectionMarker"] = "POISON" });
+            var poison = await producer.Client.SubmitAsync(new { prompt = "This is POISON", max_tokens = 4 });
+            var healthy = await producer.Client.SubmitAsync(new { prompt = "This is fine", max_tokens = 4 });
+
+            var failed = await producer.Client.WaitForFinalAsync(poison.Id);
+            var done = await producer.Client.WaitForFinalAsync(healthy.Id);
+
+            Assert.That(failed.Status, Is.EqualTo(JobStatuses.Failed));
+            Assert.That(failed.Error, Does.Contain("Fault injection"));
+            Assert.That(failed.Attempts, Is.EqualTo(3));
+            Assert.That(done.Status, Is.EqualTo(JobStatuses.Succeeded));
+            await Task.Delay(500);
+            Assert.That(await Broker.ErrorCountAsync(queue), Is.EqualTo(1), "the poison message is kept in the error queue");
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    [Test]
+    public async Task ShouldFinishTheJobExactlyOnce_WhenAWorkerProcessIsKilledMidGeneration()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-kill9";
+        var workerDll = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory,
+            "../../../../../src/GpuWorker/bin/Debug/net10.0/LlmServing.GpuWorker.dll"));
+        Assume.That(File.Exists(workerDll), Is.True, $"build the solution first: {workerDll}");
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:ContextSize"] = "4096" });
+            var start = new ProcessStartInfo("dotnet", $"\"{workerDll}\"") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+            start.Environment["ConnectionStrings__Postgres"] = TestServices.Postgres;
+            start.Environment["ConnectionStrings__RabbitMq"] = TestServices.RabbitMq;
+            start.Environment["Worker__JobQueue"] = queue;
+            start.Environment["Worker__BatchJobQueue"] = queue + "-batch";
+            start.Environment["Inference__ModelPath"] = TestServices.ModelPath;
+            start.Environment["Inference__ContextSize"] = "4096";
+            using var doomed = Process.Start(start)!;
+            doomed.OutputDataReceived += (_, _) => { };
+            doomed.ErrorDataReceived += (_, _) => { };
+            doomed.BeginOutputReadLine();
+            doomed.BeginErrorReadLine();
+
+            var job = await producer.Client.SubmitAsync(new { prompt = "Interrupted story", max_tokens = 3500, ignore_eos = true });
+            var running = await producer.Client.WaitForStatusAsync(job.Id, JobStatuses.Running, TimeSpan.FromSeconds(60));
+            Assert.That(running.Status, Is.EqualTo(JobStatuses.Running));
+            await Task.Delay(500);
+            doomed.Kill(entireProcessTree: true); // SIGKILL: no drain, no goodbye
+            await doomed.WaitForExitAsync();
+            Assert.That((await producer.Client.GetJobAsync(job.Id)).Status, Is.EqualTo(JobStatuses.Running));
+
+            await using var survivor = await WorkerInstance.StartAsync(queue);
+            var done = await producer.Client.WaitForFinalAsync(job.Id, TimeSpan.FromMinutes(2));
+
+            Assert.That(done.Status, Is.EqualTo(JobStatuses.Succeeded), done.Error);
+            Assert.That(done.Attempts, Is.EqualTo(2), "the broker redelivered the unacknowledged message once");
+            Assert.That(done.Usage!.CompletionTokens, Is.EqualTo(3500), "one complete result, not two halves");
+            Assert.That(survivor.Scheduler.Counters.SequencesCompleted, Is.EqualTo(1));
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+}
