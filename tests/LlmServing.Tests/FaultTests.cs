@@ -37,6 +37,37 @@ public sealed class FaultTests
     }
 
     [Test]
+    public async Task ShouldRunTheJobOnce_WhenItsMessageIsDeliveredTwice()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-duplicate";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:ContextSize"] = "4096" });
+            await using var worker = await WorkerInstance.StartAsync(queue);
+            var accepted = await producer.Client.SubmitAsync(new { prompt = "Only once please", max_tokens = 600, ignore_eos = true });
+            await producer.Client.WaitForStatusAsync(accepted.Id, JobStatuses.Running);
+
+            // The same message again, as a lost confirm plus the sweep (or any at-least-once path) would send it.
+            var services = producer.Services;
+            var row = await Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
+                .GetRequiredService<LlmServing.ResultStore.Jobs.JobStore>(services).FindAsync(accepted.Id, "default", CancellationToken.None);
+            await Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
+                .GetRequiredService<LlmServing.Producer.Jobs.JobPublisher>(services).TryPublishAsync(row!, CancellationToken.None);
+            var done = await producer.Client.WaitForFinalAsync(accepted.Id);
+            await Task.Delay(500);
+
+            Assert.That(done.Status, Is.EqualTo(JobStatuses.Succeeded));
+            Assert.That(done.Attempts, Is.EqualTo(1));
+            Assert.That(worker.Scheduler.Counters.SequencesCompleted, Is.EqualTo(1), "generated once");
+            Assert.That(await Broker.MessageCountAsync(queue), Is.Zero, "the duplicate was acknowledged");
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    [Test]
     public async Task ShouldFinishTheJobExactlyOnce_WhenAWorkerProcessIsKilledMidGeneration()
     {
         var queue = $"llm-jobs-test-{TestServices.RunId}-kill9";

@@ -21,10 +21,13 @@ public sealed class GenerateCompletionConsumer(
     {
         var message = context.Message;
         var ct = context.CancellationToken;
-        var job = await jobs.TryStartAsync(message.JobId, worker.Value.WorkerId, ct);
+        // A running job is claimed again only by a redelivery (its worker died without acknowledging) or a retry here;
+        // a fresh second copy of the message (a duplicate publish) must not run it twice.
+        var reclaim = context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0;
+        var job = await jobs.TryStartAsync(message.JobId, worker.Value.WorkerId, ct, reclaim);
         if (job is null)
         {
-            logger.LogInformation("Job {JobId} is already final or unknown; message acknowledged without running", message.JobId);
+            logger.LogInformation("Job {JobId} is final, unknown or running elsewhere; duplicate message acknowledged without running", message.JobId);
             return;
         }
 

@@ -83,7 +83,14 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     /// when it is unknown or was already final: then the message is a duplicate, to acknowledge without running.
     /// Run it only when the returned status is <c>running</c>.
     /// </summary>
-    public async Task<Job?> TryStartAsync(Guid id, string workerId, CancellationToken ct)
+    /// <param name="id">The job.</param>
+    /// <param name="workerId">Recorded on the job.</param>
+    /// <param name="ct">Cancellation.</param>
+    /// <param name="reclaimRunning">
+    /// Whether a job already <c>running</c> may be claimed again: true for a redelivery (its worker died) or a retry,
+    /// false for a fresh duplicate of the message while the first copy may still be running elsewhere.
+    /// </param>
+    public async Task<Job?> TryStartAsync(Guid id, string workerId, CancellationToken ct, bool reclaimRunning = true)
     {
         var now = clock.GetUtcNow();
         await using var db = await contexts.CreateDbContextAsync(ct);
@@ -99,7 +106,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
                          CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
                               WHEN status = 'queued' AND deadline < {now} THEN 'expired'
                               ELSE 'running' END AS next
-                  FROM jobs WHERE id = {id} AND status IN ('queued', 'running') FOR UPDATE) AS n
+                  FROM jobs WHERE id = {id} AND (status = 'queued' OR (status = 'running' AND {reclaimRunning})) FOR UPDATE) AS n
             WHERE j.id = n.id
             RETURNING j.*
             """).AsNoTracking().ToListAsync(ct);
