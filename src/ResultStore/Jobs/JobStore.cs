@@ -162,31 +162,21 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     }
 
     /// <summary>Ends a running job as <c>cancelled</c>, keeping what was generated. False when it was already final.</summary>
-    public async Task<bool> CompleteCancelledAsync(Guid id, JobResult partial, CancellationToken ct)
-    {
-        var now = clock.GetUtcNow();
-        await using var db = await contexts.CreateDbContextAsync(ct);
-        var updated = await db.Jobs
-            .Where(j => j.Id == id && !FinalStatuses.Contains(j.Status))
-            .ExecuteUpdateAsync(s => s
-                .SetProperty(j => j.Status, JobStatuses.Cancelled)
-                .SetProperty(j => j.OutputText, partial.StorableText)
-                .SetProperty(j => j.FinishReason, partial.FinishReason)
-                .SetProperty(j => j.PromptTokens, partial.PromptTokens)
-                .SetProperty(j => j.CompletionTokens, partial.CompletionTokens)
-                .SetProperty(j => j.FinishedAt, now), ct);
-        return updated == 1;
-    }
+    public Task<bool> CompleteCancelledAsync(Guid id, JobResult partial, CancellationToken ct) =>
+        WriteResultAsync(id, JobStatuses.Cancelled, partial, ct);
 
     /// <summary>Writes a successful result. Returns false (and changes nothing) when the job was already final.</summary>
-    public async Task<bool> CompleteAsync(Guid id, JobResult result, CancellationToken ct)
+    public Task<bool> CompleteAsync(Guid id, JobResult result, CancellationToken ct) =>
+        WriteResultAsync(id, JobStatuses.Succeeded, result, ct);
+
+    private async Task<bool> WriteResultAsync(Guid id, string status, JobResult result, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
         await using var db = await contexts.CreateDbContextAsync(ct);
         var updated = await db.Jobs
             .Where(j => j.Id == id && !FinalStatuses.Contains(j.Status))
             .ExecuteUpdateAsync(s => s
-                .SetProperty(j => j.Status, JobStatuses.Succeeded)
+                .SetProperty(j => j.Status, status)
                 .SetProperty(j => j.OutputText, result.StorableText)
                 .SetProperty(j => j.FinishReason, result.FinishReason)
                 .SetProperty(j => j.PromptTokens, result.PromptTokens)
