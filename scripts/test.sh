@@ -3,6 +3,10 @@
 # local servers if needed). Its last line is the summary "N passed, N failed, N skipped".
 source "$(dirname "$0")/common.sh"
 bash scripts/services.sh
+# The fault tests may restart the local servers this script manages (never servers you configured yourself).
+if [ "${LLMSERVING_EXTERNAL_SERVICES:-}" != "1" ] && [ "$(id -u)" = "0" ]; then
+  export LLMSERVING_TEST_CAN_RESTART_SERVICES=1
+fi
 echo "[llmserving] building" >&2
 dotnet build LlmServing.sln -v quiet -nologo >/dev/null || dotnet build LlmServing.sln -nologo -v quiet
 results="$ROOT/.artifacts/test-results"

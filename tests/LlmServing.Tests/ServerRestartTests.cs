@@ -1,0 +1,105 @@
+using System.Diagnostics;
+using LlmServing.Contracts;
+using LlmServing.Producer.Jobs;
+using LlmServing.Tests.Infrastructure;
+
+namespace LlmServing.Tests;
+
+/// <summary>The real servers restarted under load: RabbitMQ while jobs are submitted and run, PostgreSQL while results are written.</summary>
+[TestFixture]
+[NonParallelizable]
+public sealed class ServerRestartTests
+{
+    [Test]
+    public async Task ShouldFinishEveryAcceptedJob_WhenRabbitMqRestartsWhileJobsAreSubmittedAndRun()
+    {
+        if (Environment.GetEnvironmentVariable("LLMSERVING_TEST_CAN_RESTART_SERVICES") != "1")
+        {
+            Assert.Ignore("Restarts the shared RabbitMQ server: runs where LLMSERVING_TEST_CAN_RESTART_SERVICES=1 (scripts/test.sh sets it when it manages the local servers).");
+        }
+
+        var queue = $"llm-jobs-test-{TestServices.RunId}-brokerrestart";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?>
+            {
+                ["Producer:PublishTimeout"] = "00:00:02",
+                ["Producer:SweepMinAge"] = "00:00:01",
+            });
+            await using var worker = await WorkerInstance.StartAsync(queue);
+            var accepted = new List<JobResponse>();
+            for (var i = 0; i < 8; i++)
+            {
+                accepted.Add(await producer.Client.SubmitAsync(new { prompt = $"Before restart {i}", max_tokens = 200, ignore_eos = true }));
+            }
+
+            var restart = Task.Run(() => Run("rabbitmqctl", "stop_app").ContinueWith(_ => Task.Delay(2000)).Unwrap()
+                .ContinueWith(_ => Run("rabbitmqctl", "start_app")).Unwrap());
+            for (var i = 0; i < 8; i++)
+            {
+                // Submissions during the outage are accepted (durable in PostgreSQL) and published later by the sweep.
+                accepted.Add(await producer.Client.SubmitAsync(new { prompt = $"During restart {i}", max_tokens = 50 }));
+                await Task.Delay(300);
+            }
+
+            await restart;
+            var done = await Task.WhenAll(accepted.Select(a => producer.Client.WaitForFinalAsync(a.Id, TimeSpan.FromMinutes(3))));
+
+            Assert.That(done.Select(j => j.Status), Is.All.EqualTo(JobStatuses.Succeeded), string.Join("; ", done.Select(j => $"{j.Status} {j.Error}")));
+            Assert.That(done.Take(8).Select(j => j.Usage!.CompletionTokens), Is.All.EqualTo(200));
+        }
+        finally
+        {
+            await Run("rabbitmqctl", "start_app");
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    [Test]
+    public async Task ShouldLoseNoResult_WhenPostgreSqlRestartsWhileWorkersAreWriting()
+    {
+        if (Environment.GetEnvironmentVariable("LLMSERVING_TEST_CAN_RESTART_SERVICES") != "1")
+        {
+            Assert.Ignore("Restarts the shared PostgreSQL server: runs where LLMSERVING_TEST_CAN_RESTART_SERVICES=1 (scripts/test.sh sets it when it manages the local servers).");
+        }
+
+        var queue = $"llm-jobs-test-{TestServices.RunId}-pgrestart";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue);
+            await using var worker = await WorkerInstance.StartAsync(queue);
+            var accepted = new List<JobResponse>();
+            for (var i = 0; i < 16; i++)
+            {
+                accepted.Add(await producer.Client.SubmitAsync(new { prompt = $"Writing through a restart {i}", max_tokens = 60 + (i * 10), ignore_eos = true }));
+            }
+
+            // Results are being written while the server goes away; each is either durable or retried, never acked early.
+            await Task.Delay(700);
+            var version = (await Output("bash", "-c \"ls /etc/postgresql | sort -V | tail -1\"")).Trim();
+            await Run("pg_ctlcluster", $"{version} main restart");
+            var done = await Task.WhenAll(accepted.Select(a => producer.Client.WaitForFinalAsync(a.Id, TimeSpan.FromMinutes(3))));
+
+            Assert.That(done.Select(j => j.Status), Is.All.EqualTo(JobStatuses.Succeeded), string.Join("; ", done.Select(j => $"{j.Status} {j.Error}")));
+            Assert.That(done.Select(j => j.Usage!.CompletionTokens), Is.EqualTo(Enumerable.Range(0, 16).Select(i => 60 + (i * 10))));
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    private static async Task<string> Output(string command, string arguments)
+    {
+        using var process = Process.Start(new ProcessStartInfo(command, arguments) { RedirectStandardOutput = true })!;
+        var text = await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        return text;
+    }
+
+    private static async Task Run(string command, string arguments)
+    {
+        using var process = Process.Start(new ProcessStartInfo(command, arguments) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        await process.WaitForExitAsync();
+    }
+}
