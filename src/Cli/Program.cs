@@ -10,6 +10,14 @@ var command = args.FirstOrDefault() ?? "help";
 var options = ParseOptions(args.Skip(1).ToArray(), out var positional);
 var api = new Uri(options.GetValueOrDefault("api") ?? Environment.GetEnvironmentVariable("LLMSERVING_API") ?? "http://127.0.0.1:5080");
 using var http = new HttpClient { BaseAddress = api, Timeout = TimeSpan.FromMinutes(5) };
+// API key: --api-key, else $LLMSERVING_API_KEY (the admin commands use --admin-key or $LLMSERVING_ADMIN_KEY).
+var apiKey = command == "admin"
+    ? options.GetValueOrDefault("admin-key") ?? Environment.GetEnvironmentVariable("LLMSERVING_ADMIN_KEY")
+    : options.GetValueOrDefault("api-key") ?? Environment.GetEnvironmentVariable("LLMSERVING_API_KEY");
+if (!string.IsNullOrEmpty(apiKey))
+{
+    http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", apiKey);
+}
 var json = LlmServing.Cli.Api.Indented;
 
 try
@@ -20,6 +28,8 @@ try
         "submit" => await SubmitAsync(),
         "get" or "status" => await GetAsync(),
         "batch" when positional.Count >= 1 => await new LlmServing.Cli.BatchCommands(http).RunAsync(positional[0], positional.Skip(1).ToList(), options),
+        "admin" when positional is ["create-key", var tenant] => Print(await ReadAsync(await http.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = tenant }))),
+        "admin" when positional is ["revoke-key", var keyId] => (await http.DeleteAsync($"/v1/admin/keys/{keyId}")) is { IsSuccessStatusCode: true } ? 0 : 4,
         _ => Program.Usage(),
     };
 }
@@ -139,6 +149,12 @@ async Task<JsonNode> WaitAsync(string id, TimeSpan timeout)
 
 static Task<JsonNode> ReadAsync(HttpResponseMessage response) => LlmServing.Cli.Api.ReadAsync(response);
 
+int Print(JsonNode node)
+{
+    Console.WriteLine(node.ToJsonString(json));
+    return 0;
+}
+
 static Dictionary<string, string> ParseOptions(string[] args, out List<string> positional)
 {
     var result = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -172,6 +188,9 @@ internal static partial class Program
                    llmserving batch status  BATCH_ID
                    llmserving batch results BATCH_ID [-o out.jsonl] [--errors errors.jsonl]
                    llmserving batch cancel  BATCH_ID
+                   llmserving admin create-key TENANT [--admin-key KEY]     (prints the new key once)
+                   llmserving admin revoke-key KEY_ID [--admin-key KEY]
+            With API keys on, pass --api-key KEY or set $LLMSERVING_API_KEY ($LLMSERVING_ADMIN_KEY for admin).
             The API defaults to $LLMSERVING_API or http://127.0.0.1:5080.
             Exit codes: 0 done, 1 the job or batch did not succeed, 2 usage, 3 API unreachable, 4 the API refused the request.
             """);

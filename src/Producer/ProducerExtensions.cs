@@ -3,6 +3,7 @@ using LlmServing.Producer.Batches;
 using LlmServing.Producer.Files;
 using LlmServing.Producer.Jobs;
 using LlmServing.Producer.Messaging;
+using LlmServing.Producer.Tenants;
 using LlmServing.ResultStore;
 using MassTransit;
 using Microsoft.Extensions.Options;
@@ -60,6 +61,7 @@ public static class ProducerExtensions
     {
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseApiKeys();
         app.MapOpenApi();
         app.MapScalarApiReference("/docs");
         app.MapGet("/", () => Results.Redirect("/docs")).ExcludeFromDescription();
@@ -70,6 +72,7 @@ public static class ProducerExtensions
             Predicate = check => check.Tags.Contains("ready") || check.Tags.Contains("masstransit"),
         });
         app.MapMetrics("/metrics", app.Services.GetRequiredService<Prometheus.CollectorRegistry>()).ExcludeFromDescription();
+        app.MapAdminApi();
         app.MapJobsApi();
         app.MapFilesApi();
         app.MapBatchesApi();

@@ -85,5 +85,11 @@ public sealed class ProducerOptions
         ? IngestionQueue
         : new string(JobQueue.ToLowerInvariant().Select(c => char.IsAsciiLetterOrDigit(c) ? c : '_').ToArray());
 
+    /// <summary>
+    /// The admin key (from configuration or environment only). Empty: no API keys, one default tenant (local use).
+    /// Set: every /v1 call needs a tenant's key, and this key creates and revokes them.
+    /// </summary>
+    public string AdminKey { get; set; } = "";
+
     public int EffectiveMaxPromptCharacters => MaxPromptCharacters > 0 ? MaxPromptCharacters : ContextSize * 8;
 }

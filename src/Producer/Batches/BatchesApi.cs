@@ -5,7 +5,7 @@ using Hangfire.States;
 using LlmServing.Producer.Files;
 using LlmServing.ResultStore.Batches;
 using LlmServing.ResultStore.Files;
-using LlmServing.ResultStore.Jobs;
+using LlmServing.Producer.Tenants;
 using Microsoft.Extensions.Options;
 
 namespace LlmServing.Producer.Batches;
@@ -56,7 +56,7 @@ public static class BatchesApi
             FilesApi.AllowBody(http, o.MaxFileBytes);
             try
             {
-                inputFileId = (await files.CreateAsync(Tenants.Default, "upload.jsonl", "batch", http.Body, o.MaxFileBytes, ct)).Id;
+                inputFileId = (await files.CreateAsync(http.HttpContext.Tenant(), "upload.jsonl", "batch", http.Body, o.MaxFileBytes, ct)).Id;
             }
             catch (Exception e) when (e is FileTooLargeException or BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge })
             {
@@ -104,7 +104,7 @@ public static class BatchesApi
                 metadata = meta.ToJsonString();
             }
 
-            if (await files.FindAsync(inputFileId, Tenants.Default, ct) is not { Purpose: "batch" })
+            if (await files.FindAsync(inputFileId, http.HttpContext.Tenant(), ct) is not { Purpose: "batch" })
             {
                 return Problems.Of(StatusCodes.Status404NotFound, "File not found", $"There is no batch input file with id {inputFileId}.");
             }
@@ -118,7 +118,7 @@ public static class BatchesApi
         var batch = await batches.CreateAsync(new Batch
         {
             Id = BatchStore.NewId(),
-            TenantId = Tenants.Default,
+            TenantId = http.HttpContext.Tenant(),
             Endpoint = endpoint,
             InputFileId = inputFileId,
             Metadata = metadata,
@@ -128,15 +128,15 @@ public static class BatchesApi
         return TypedResults.Ok(BatchShapes.Batch(batch, await batches.CountsAsync(batch.Id, ct)));
     }
 
-    private static async Task<IResult> GetAsync(string id, BatchStore batches, CancellationToken ct) =>
-        await batches.FindAsync(id, Tenants.Default, ct) is { } b
+    private static async Task<IResult> GetAsync(string id, BatchStore batches, HttpContext http, CancellationToken ct) =>
+        await batches.FindAsync(id, http.Tenant(), ct) is { } b
             ? TypedResults.Ok(BatchShapes.Batch(b, await batches.CountsAsync(b.Id, ct)))
             : Problems.Of(StatusCodes.Status404NotFound, "Batch not found", $"There is no batch with id {id}.");
 
-    private static async Task<IResult> ListAsync(int? limit, string? after, BatchStore batches, CancellationToken ct)
+    private static async Task<IResult> ListAsync(int? limit, string? after, BatchStore batches, HttpContext http, CancellationToken ct)
     {
         var take = Math.Clamp(limit ?? 20, 1, 100);
-        var page = await batches.ListAsync(Tenants.Default, after, take + 1, ct);
+        var page = await batches.ListAsync(http.Tenant(), after, take + 1, ct);
         var data = new JsonArray();
         foreach (var b in page.Take(take))
         {
@@ -153,9 +153,9 @@ public static class BatchesApi
         });
     }
 
-    private static async Task<IResult> CancelAsync(string id, BatchStore batches, CancellationToken ct)
+    private static async Task<IResult> CancelAsync(string id, BatchStore batches, HttpContext http, CancellationToken ct)
     {
-        var before = await batches.FindAsync(id, Tenants.Default, ct);
+        var before = await batches.FindAsync(id, http.Tenant(), ct);
         if (before is null)
         {
             return Problems.Of(StatusCodes.Status404NotFound, "Batch not found", $"There is no batch with id {id}.");
@@ -166,7 +166,7 @@ public static class BatchesApi
             return Problems.Of(StatusCodes.Status409Conflict, "Batch already ended", $"Batch {id} is {before.Status}; only a validating or running batch can be cancelled.");
         }
 
-        var batch = await batches.CancelAsync(id, Tenants.Default, ct);
+        var batch = await batches.CancelAsync(id, http.Tenant(), ct);
         return TypedResults.Ok(BatchShapes.Batch(batch!, await batches.CountsAsync(id, ct)));
     }
 

@@ -1,6 +1,6 @@
 using LlmServing.Producer.Batches;
 using LlmServing.ResultStore.Files;
-using LlmServing.ResultStore.Jobs;
+using LlmServing.Producer.Tenants;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Extensions.Options;
@@ -61,7 +61,7 @@ public static class FilesApi
                 else if (name == "file" && stored is null)
                 {
                     var filename = HeaderUtilities.RemoveQuotes(disposition.FileName.HasValue ? disposition.FileName : disposition.FileNameStar).Value ?? "upload.jsonl";
-                    stored = await files.CreateAsync(Tenants.Default, filename, "batch", section.Body, o.MaxFileBytes, ct);
+                    stored = await files.CreateAsync(http.HttpContext.Tenant(), filename, "batch", section.Body, o.MaxFileBytes, ct);
                 }
             }
         }
@@ -88,14 +88,14 @@ public static class FilesApi
         return TypedResults.Ok(BatchShapes.File(stored));
     }
 
-    private static async Task<IResult> GetAsync(string id, FileStore files, CancellationToken ct) =>
-        await files.FindAsync(id, Tenants.Default, ct) is { } f
+    private static async Task<IResult> GetAsync(string id, FileStore files, HttpContext http, CancellationToken ct) =>
+        await files.FindAsync(id, http.Tenant(), ct) is { } f
             ? TypedResults.Ok(BatchShapes.File(f))
             : Problems.Of(StatusCodes.Status404NotFound, "File not found", $"There is no file with id {id}.");
 
-    private static async Task<IResult> ContentAsync(string id, FileStore files, HttpResponse response, CancellationToken ct)
+    private static async Task<IResult> ContentAsync(string id, FileStore files, HttpContext http, CancellationToken ct)
     {
-        if (await files.FindAsync(id, Tenants.Default, ct) is not { } f)
+        if (await files.FindAsync(id, http.Tenant(), ct) is not { } f)
         {
             return Problems.Of(StatusCodes.Status404NotFound, "File not found", $"There is no file with id {id}.");
         }

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Options;
 using Microsoft.OpenApi;
+using LlmServing.Producer.Tenants;
 
 namespace LlmServing.Producer.Jobs;
 
@@ -54,9 +55,9 @@ public static class JobsApi
         return app;
     }
 
-    private static async Task<IResult> CancelJob(Guid id, JobStore store, CancellationToken ct)
+    private static async Task<IResult> CancelJob(Guid id, JobStore store, HttpContext http, CancellationToken ct)
     {
-        var before = await store.FindAsync(id, Tenants.Default, ct);
+        var before = await store.FindAsync(id, http.Tenant(), ct);
         if (before is null)
         {
             return Problem(StatusCodes.Status404NotFound, "Job not found", $"There is no job with id {id}.");
@@ -67,7 +68,7 @@ public static class JobsApi
             return Problem(StatusCodes.Status409Conflict, "Job already ended", $"Job {id} already ended with status '{before.Status}'.");
         }
 
-        var job = await store.CancelAsync(id, Tenants.Default, ct);
+        var job = await store.CancelAsync(id, http.Tenant(), ct);
         return TypedResults.Ok(ToResponse(job!));
     }
 
@@ -136,7 +137,7 @@ public static class JobsApi
         {
             Deadline = deadline,
             JobId = id,
-            TenantId = Tenants.Default,
+            TenantId = http.HttpContext.Tenant(),
             Prompt = request.Prompt,
             Messages = messages,
             Parameters = parameters,
@@ -144,7 +145,7 @@ public static class JobsApi
         var job = new Job
         {
             Id = id,
-            TenantId = Tenants.Default,
+            TenantId = http.HttpContext.Tenant(),
             IdempotencyKey = idempotencyKey.Length > 0 ? idempotencyKey : null,
             RequestHash = Convert.ToHexString(SHA256.HashData(body)),
             Deadline = deadline,
@@ -177,6 +178,7 @@ public static class JobsApi
     private static async Task<Results<Ok<JobResponse>, ProblemHttpResult>> GetJob(
         Guid id,
         int? wait,
+        HttpContext http,
         JobStore store,
         IOptions<ProducerOptions> options,
         CancellationToken ct)
@@ -191,7 +193,7 @@ public static class JobsApi
         var deadline = DateTimeOffset.UtcNow.AddSeconds(wait ?? 0);
         while (true)
         {
-            var job = await store.FindAsync(id, Tenants.Default, ct);
+            var job = await store.FindAsync(id, http.Tenant(), ct);
             if (job is null)
             {
                 return TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found",

@@ -1,0 +1,98 @@
+using System.Security.Cryptography;
+using System.Text;
+using LlmServing.ResultStore.Tenants;
+using Microsoft.Extensions.Options;
+
+namespace LlmServing.Producer.Tenants;
+
+/// <summary>
+/// API keys per tenant, <c>Authorization: Bearer</c>. Off while <c>Producer:AdminKey</c> is empty (one default tenant,
+/// for a local quick start). On: every <c>/v1</c> call needs a key; a tenant key sees only its tenant's jobs, files and
+/// batches (another tenant's id answers 404); the admin key only manages keys (<c>/v1/admin</c>). The documentation,
+/// health and metrics endpoints stay open.
+/// </summary>
+public static class ApiKeyAuthentication
+{
+    private const string TenantItem = "llmserving.tenant";
+
+    /// <summary>The tenant of the current request.</summary>
+    public static string Tenant(this HttpContext context) =>
+        context.Items[TenantItem] as string ?? LlmServing.ResultStore.Jobs.Tenants.Default;
+
+    public static WebApplication UseApiKeys(this WebApplication app)
+    {
+        app.Use(async (context, next) =>
+        {
+            var admin = context.RequestServices.GetRequiredService<IOptions<ProducerOptions>>().Value.AdminKey;
+            if (string.IsNullOrEmpty(admin) || !context.Request.Path.StartsWithSegments("/v1"))
+            {
+                await next(context);
+                return;
+            }
+
+            var header = context.Request.Headers.Authorization.ToString();
+            var key = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : "";
+            var adminPath = context.Request.Path.StartsWithSegments("/v1/admin");
+            if (key.Length == 0)
+            {
+                await Deny(context, StatusCodes.Status401Unauthorized, "API key required", "Send 'Authorization: Bearer <API key>'.");
+                return;
+            }
+
+            if (CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(key), Encoding.UTF8.GetBytes(admin)))
+            {
+                if (!adminPath)
+                {
+                    await Deny(context, StatusCodes.Status403Forbidden, "Admin key", "The admin key manages API keys only; use a tenant's key for jobs, files and batches.");
+                    return;
+                }
+
+                await next(context);
+                return;
+            }
+
+            if (adminPath)
+            {
+                await Deny(context, StatusCodes.Status403Forbidden, "Admin only", "Managing API keys needs the admin key.");
+                return;
+            }
+
+            var tenant = await context.RequestServices.GetRequiredService<ApiKeyStore>().FindTenantAsync(key, context.RequestAborted);
+            if (tenant is null)
+            {
+                await Deny(context, StatusCodes.Status401Unauthorized, "Invalid API key", "The API key is unknown or was revoked.");
+                return;
+            }
+
+            context.Items[TenantItem] = tenant;
+            await next(context);
+        });
+        return app;
+    }
+
+    public static IEndpointRouteBuilder MapAdminApi(this IEndpointRouteBuilder app)
+    {
+        var admin = app.MapGroup("/v1/admin").WithTags("Admin");
+        admin.MapPost("/keys", async (CreateKeyRequest request, ApiKeyStore keys, CancellationToken ct) =>
+        {
+            if (string.IsNullOrWhiteSpace(request.TenantId) || request.TenantId.Length > 64)
+            {
+                return Results.Problem(statusCode: StatusCodes.Status422UnprocessableEntity, title: "Invalid tenant", detail: "'tenant_id' is 1 to 64 characters.");
+            }
+
+            var (record, key) = await keys.CreateAsync(request.TenantId, ct);
+            return Results.Created($"/v1/admin/keys/{record.Id}", new { id = record.Id, tenant_id = record.TenantId, key, prefix = record.Prefix, created_at = record.CreatedAt });
+        }).WithSummary("Create an API key for a tenant (admin key; the key is shown once)");
+        admin.MapDelete("/keys/{id:guid}", async (Guid id, ApiKeyStore keys, CancellationToken ct) =>
+            await keys.RevokeAsync(id, ct)
+                ? Results.NoContent()
+                : Results.Problem(statusCode: StatusCodes.Status404NotFound, title: "Key not found", detail: $"There is no active key with id {id}."))
+            .WithSummary("Revoke an API key (admin key)");
+        return app;
+    }
+
+    private static Task Deny(HttpContext context, int status, string title, string detail) =>
+        Results.Problem(statusCode: status, title: title, detail: detail).ExecuteAsync(context);
+}
+
+public sealed record CreateKeyRequest(string TenantId);
