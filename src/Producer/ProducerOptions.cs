@@ -91,5 +91,13 @@ public sealed class ProducerOptions
     /// </summary>
     public string AdminKey { get; set; } = "";
 
+    /// <summary>Job submissions per second per tenant (token bucket, burst = 2 seconds' worth); 0 turns it off.</summary>
+    [Range(0, 1_000_000)]
+    public double RateLimitPerSecond { get; set; }
+
+    /// <summary>Most queued (not yet started) interactive jobs per tenant; 0 turns the cap off.</summary>
+    [Range(0, int.MaxValue)]
+    public int MaxQueuedJobsPerTenant { get; set; }
+
     public int EffectiveMaxPromptCharacters => MaxPromptCharacters > 0 ? MaxPromptCharacters : ContextSize * 8;
 }

@@ -12,11 +12,14 @@ namespace LlmServing.Producer.Jobs;
 
 public static class JobsApi
 {
+    public const string SubmitPolicy = "job-submissions";
+
     public static IEndpointRouteBuilder MapJobsApi(this IEndpointRouteBuilder app)
     {
         var jobs = app.MapGroup("/v1/jobs").WithTags("Jobs");
         jobs.MapPost("", CreateJob)
             .WithName("CreateJob")
+            .RequireRateLimiting(SubmitPolicy)
             .WithSummary("Queue an inference job")
             .WithDescription("Accepts a completion (`prompt`) or a chat (`messages`). Answers 202 with the job and its " +
                              "`Location` once the job is durable in PostgreSQL. An `Idempotency-Key` header returns the " +
@@ -129,6 +132,13 @@ public static class JobsApi
         if (idempotencyKey.Length > 255)
         {
             return Problem(StatusCodes.Status400BadRequest, "Idempotency-Key too long", "The Idempotency-Key header has at most 255 characters.");
+        }
+
+        if (o.MaxQueuedJobsPerTenant > 0 && await store.CountQueuedAsync(http.HttpContext.Tenant(), ct) >= o.MaxQueuedJobsPerTenant)
+        {
+            http.HttpContext.Response.Headers.RetryAfter = "5";
+            return Problem(StatusCodes.Status429TooManyRequests, "Too many queued jobs",
+                $"This tenant already has {o.MaxQueuedJobsPerTenant} jobs waiting; retry when some have started.");
         }
 
         var id = Guid.CreateVersion7();

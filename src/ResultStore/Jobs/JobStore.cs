@@ -52,6 +52,13 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         return await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id && j.TenantId == tenantId, ct);
     }
 
+    /// <summary>Interactive jobs of a tenant that are waiting for a worker.</summary>
+    public async Task<int> CountQueuedAsync(string tenantId, CancellationToken ct)
+    {
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        return await db.Jobs.CountAsync(j => j.TenantId == tenantId && j.Status == JobStatuses.Queued && j.BatchId == null, ct);
+    }
+
     /// <summary>Records that the broker confirmed the job's message.</summary>
     public async Task MarkPublishedAsync(Guid id, CancellationToken ct)
     {

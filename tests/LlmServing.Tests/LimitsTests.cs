@@ -1,0 +1,88 @@
+using System.Net.Http.Json;
+using LlmServing.Tests.Infrastructure;
+
+namespace LlmServing.Tests;
+
+/// <summary>Per-tenant limits: a submission rate and a cap on queued jobs, both answered with 429 + Retry-After.</summary>
+[TestFixture]
+[NonParallelizable]
+public sealed class LimitsTests
+{
+    [Test]
+    public async Task ShouldAnswer429WithRetryAfter_WhenATenantSubmitsFasterThanItsRate()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-ratelimit";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:RateLimitPerSecond"] = "1" });
+            var responses = new List<HttpResponseMessage>();
+            for (var i = 0; i < 6; i++)
+            {
+                responses.Add(await producer.Client.PostAsJsonAsync("/v1/jobs", new { prompt = $"fast {i}", max_tokens = 1 }, JobsClient.Json));
+            }
+
+            var limited = responses.Where(r => (int)r.StatusCode == 429).ToList();
+            foreach (var ok in responses.Where(r => (int)r.StatusCode == 202))
+            {
+                // Nothing consumes this queue: cancel what was accepted, so it does not linger as queued.
+                var id = System.Text.Json.Nodes.JsonNode.Parse(await ok.Content.ReadAsStringAsync())!["id"]!.GetValue<string>();
+                using var cancel = await producer.Client.PostAsync($"/v1/jobs/{id}/cancel", null);
+            }
+
+            Assert.That(responses.Count(r => (int)r.StatusCode == 202), Is.InRange(2, 3), "the bucket holds two seconds' worth");
+            Assert.That(limited, Is.Not.Empty);
+            Assert.That(limited[0].Headers.RetryAfter, Is.Not.Null);
+            Assert.That(await limited[0].Content.ReadAsStringAsync(), Does.Contain("Rate limit exceeded"));
+            responses.ForEach(r => r.Dispose());
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    [Test]
+    public async Task ShouldAnswer429_WhenATenantHasTooManyQueuedJobs()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-queuecap";
+        try
+        {
+            // A tenant of its own (API keys on), so that no other test's queued jobs count against the cap.
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?>
+            {
+                ["Producer:MaxQueuedJobsPerTenant"] = "3",
+                ["Producer:AdminKey"] = "admin-for-limits",
+            });
+            using var admin = new HttpClient { BaseAddress = producer.Client.BaseAddress };
+            admin.DefaultRequestHeaders.Authorization = new("Bearer", "admin-for-limits");
+            using var created = await admin.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = $"cap-{TestServices.RunId}" });
+            var key = System.Text.Json.Nodes.JsonNode.Parse(await created.Content.ReadAsStringAsync())!["key"]!.GetValue<string>();
+            producer.Client.DefaultRequestHeaders.Authorization = new("Bearer", key);
+
+            var accepted = 0;
+            HttpResponseMessage? refused = null;
+            for (var i = 0; i < 5 && refused is null; i++)
+            {
+                var response = await producer.Client.PostAsJsonAsync("/v1/jobs", new { prompt = $"queued {i}", max_tokens = 1 }, JobsClient.Json);
+                if ((int)response.StatusCode == 202)
+                {
+                    accepted++;
+                    response.Dispose();
+                }
+                else
+                {
+                    refused = response;
+                }
+            }
+
+            Assert.That(accepted, Is.EqualTo(3));
+            Assert.That((int)refused!.StatusCode, Is.EqualTo(429));
+            Assert.That(refused.Headers.RetryAfter, Is.Not.Null);
+            Assert.That(await refused.Content.ReadAsStringAsync(), Does.Contain("3 jobs waiting"));
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+}
