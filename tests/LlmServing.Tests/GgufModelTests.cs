@@ -75,6 +75,30 @@ public sealed class GgufModelTests
     }
 
     [Test]
+    public void ShouldNotCrash_WhenTokenizingInvalidSurrogatesAndControlCharacters()
+    {
+        var random = new Random(7);
+        for (var i = 0; i < 300; i++)
+        {
+            // Lone surrogates, NULs, control and private-use characters: .NET encodes the lone surrogates as U+FFFD.
+            var text = new string(Enumerable.Range(0, random.Next(1, 64)).Select(_ => random.Next(4) switch
+            {
+                0 => (char)random.Next(0xD800, 0xE000),
+                1 => (char)random.Next(0, 0x20),
+                2 => (char)random.Next(0xE000, 0xF900),
+                _ => (char)random.Next(0x20, 0xD800),
+            }).ToArray());
+
+            var tokens = _context.Tokenize(text, addBos: true, special: false);
+            var decoder = new StreamingTokenDecoder(_context);
+            decoder.AddRange(tokens.Skip(1).ToArray());
+
+            Assert.That(tokens, Is.Not.Empty);
+            Assert.That(decoder.Read().Trim(), Is.EqualTo(Encoding.UTF8.GetString(Encoding.UTF8.GetBytes(text)).Trim()), $"case {i}");
+        }
+    }
+
+    [Test]
     public void ShouldKeepSpecialTokenTextAsText_WhenTokenizingWithoutSpecialParsing()
     {
         var asText = _context.Tokenize("</s>", addBos: false, special: false);
