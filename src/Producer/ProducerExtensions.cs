@@ -5,6 +5,7 @@ using LlmServing.Producer.Jobs;
 using LlmServing.Producer.Messaging;
 using LlmServing.Producer.Tenants;
 using LlmServing.ResultStore;
+using Hangfire;
 using MassTransit;
 using Microsoft.Extensions.Options;
 using Prometheus;
@@ -101,6 +102,10 @@ public static class ProducerExtensions
             Predicate = check => check.Tags.Contains("ready") || check.Tags.Contains("masstransit"),
         });
         app.MapMetrics("/metrics", app.Services.GetRequiredService<Prometheus.CollectorRegistry>()).ExcludeFromDescription();
+        app.MapHangfireDashboard("/hangfire", new Hangfire.DashboardOptions
+        {
+            Authorization = [new AdminKeyDashboardFilter(app.Services.GetRequiredService<IOptions<ProducerOptions>>().Value.AdminKey)],
+        }, app.Services.GetRequiredService<Hangfire.JobStorage>()).ExcludeFromDescription();
         app.MapAdminApi();
         app.MapJobsApi();
         app.MapFilesApi();

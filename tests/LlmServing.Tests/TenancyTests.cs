@@ -86,6 +86,25 @@ public sealed class TenancyTests
         await Client(await CreateKeyAsync("carol")).WaitForFinalAsync(accepted.Id); // let it finish before teardown
     }
 
+    [Test]
+    public async Task ShouldGuardTheHangfireDashboardWithTheAdminKey()
+    {
+        using var anonymous = new HttpClient { BaseAddress = _producer.Client.BaseAddress };
+        using var admin = new HttpClient { BaseAddress = _producer.Client.BaseAddress };
+        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("admin:" + Admin)));
+        using var tenant = new HttpClient { BaseAddress = _producer.Client.BaseAddress };
+        tenant.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("x:" + await CreateKeyAsync("dave"))));
+
+        using var denied = await anonymous.GetAsync("/hangfire");
+        using var deniedTenant = await tenant.GetAsync("/hangfire");
+        using var allowed = await admin.GetAsync("/hangfire");
+
+        Assert.That((int)denied.StatusCode, Is.EqualTo(401));
+        Assert.That((int)deniedTenant.StatusCode, Is.EqualTo(401));
+        Assert.That((int)allowed.StatusCode, Is.EqualTo(200));
+        Assert.That(await allowed.Content.ReadAsStringAsync(), Does.Contain("Hangfire"));
+    }
+
     private HttpClient Client(string key)
     {
         var client = new HttpClient { BaseAddress = _producer.Client.BaseAddress };

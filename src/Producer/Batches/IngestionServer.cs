@@ -37,6 +37,9 @@ public static class IngestionHangfire
         };
         services.AddSingleton<JobStorage>(_ => new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, options), options));
         services.AddSingleton<IBackgroundJobClient>(sp => new BackgroundJobClient(sp.GetRequiredService<JobStorage>()));
+        // The dashboard only checks that Hangfire was configured; storage and authorization are passed explicitly.
+        services.AddSingleton<IGlobalConfiguration>(_ => GlobalConfiguration.Configuration);
+        services.AddSingleton(Hangfire.Dashboard.DashboardRoutes.Routes);
         services.AddTransient<BatchIngestion>();
         services.AddHostedService<IngestionServer>();
         return services;
@@ -72,4 +75,42 @@ public sealed class IngestionServer(JobStorage storage, IServiceScopeFactory sco
     }
 
     public void Dispose() => _server?.Dispose();
+}
+
+/// <summary>
+/// The Hangfire dashboard (<c>/hangfire</c>) needs the admin key once API keys are on (HTTP basic auth with any user
+/// name and the admin key as password, so that a browser can open it); without an admin key, local requests only.
+/// </summary>
+public sealed class AdminKeyDashboardFilter(string adminKey) : Hangfire.Dashboard.IDashboardAuthorizationFilter
+{
+    public bool Authorize(Hangfire.Dashboard.DashboardContext context)
+    {
+        var http = Hangfire.Dashboard.AspNetCoreDashboardContextExtensions.GetHttpContext(context);
+        if (string.IsNullOrEmpty(adminKey))
+        {
+            var remote = http.Connection.RemoteIpAddress;
+            return remote is null || System.Net.IPAddress.IsLoopback(remote);
+        }
+
+        var header = http.Request.Headers.Authorization.ToString();
+        if (header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
+        {
+            try
+            {
+                var pair = System.Text.Encoding.UTF8.GetString(Convert.FromBase64String(header[6..].Trim()));
+                var password = pair[(pair.IndexOf(':') + 1)..];
+                if (System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
+                        System.Text.Encoding.UTF8.GetBytes(password), System.Text.Encoding.UTF8.GetBytes(adminKey)))
+                {
+                    return true;
+                }
+            }
+            catch (FormatException)
+            {
+            }
+        }
+
+        http.Response.Headers.WWWAuthenticate = "Basic realm=\"llmserving-hangfire\"";
+        return false;
+    }
 }
