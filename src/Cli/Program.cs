@@ -25,6 +25,7 @@ try
     return command switch
     {
         "demo" => await DemoAsync(),
+        "load" => await new LlmServing.Cli.LoadCommand(http).RunAsync(options),
         "submit" => await SubmitAsync(),
         "get" or "status" => await GetAsync(),
         "batch" when positional.Count >= 1 => await new LlmServing.Cli.BatchCommands(http).RunAsync(positional[0], positional.Skip(1).ToList(), options),
@@ -188,6 +189,7 @@ internal static partial class Program
                    llmserving batch status  BATCH_ID
                    llmserving batch results BATCH_ID [-o out.jsonl] [--errors errors.jsonl]
                    llmserving batch cancel  BATCH_ID
+                   llmserving load   [--rate JOBS_PER_S] [--duration SECONDS] [--max-tokens N]   (fixed-rate load, report)
                    llmserving admin create-key TENANT [--admin-key KEY]     (prints the new key once)
                    llmserving admin revoke-key KEY_ID [--admin-key KEY]
             With API keys on, pass --api-key KEY or set $LLMSERVING_API_KEY ($LLMSERVING_ADMIN_KEY for admin).
