@@ -68,7 +68,7 @@ public sealed class AutoscalerTests
                 Assert.That(done.Select(j => j.Status), Is.All.EqualTo(JobStatuses.Succeeded));
                 Assert.That(launcher.Started, Is.EqualTo(1), "3 jobs, 8 per worker: one worker");
 
-                await WaitUntilAsync(() => launcher.Running == 0, 60);
+                await Eventually.WaitUntilAsync(() => launcher.Running == 0, 60);
                 Assert.That(launcher.ExitCodes, Is.EqualTo(new[] { 0 }), "the worker idled out and exited cleanly");
 
                 var again = await producer.Client.SubmitAsync(new { prompt = "Back from zero", max_tokens = 8 });
@@ -85,16 +85,6 @@ public sealed class AutoscalerTests
         finally
         {
             await Broker.DeleteAsync(queue);
-        }
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition, int timeoutSeconds)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(timeoutSeconds);
-        while (!condition())
-        {
-            Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "condition not met in time");
-            await Task.Delay(100);
         }
     }
 }

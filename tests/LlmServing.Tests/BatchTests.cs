@@ -174,7 +174,7 @@ public sealed class BatchTests
     {
         var jsonl = string.Join("\n", Enumerable.Range(0, 40).Select(i => BatchApi.ChatLine($"l{i}", $"line {i}", maxTokens: 400)));
         var id = (await Api.CreateBatchAsync(await Api.UploadAsync(jsonl))).Str("id")!;
-        await WaitUntilAsync(async () => (await Api.GetBatchAsync(id)).Int("request_counts.completed") > 0, 120);
+        await Eventually.WaitUntilAsync(async () => (await Api.GetBatchAsync(id)).Int("request_counts.completed") > 0, 120, pollMilliseconds: 50);
 
         using var cancel = await Api.PostAsync($"/v1/batches/{id}/cancel", null);
         var cancelling = JsonNode.Parse(await cancel.Content.ReadAsStringAsync())!;
@@ -200,7 +200,7 @@ public sealed class BatchTests
     {
         var jsonl = string.Join("\n", Enumerable.Range(0, 400).Select(i => BatchApi.ChatLine($"b{i}", $"bulk {i}", maxTokens: 96)));
         var id = (await Api.CreateBatchAsync(await Api.UploadAsync(jsonl))).Str("id")!;
-        await WaitUntilAsync(async () => (await Api.GetBatchAsync(id)).Int("request_counts.completed") > 0, 120);
+        await Eventually.WaitUntilAsync(async () => (await Api.GetBatchAsync(id)).Int("request_counts.completed") > 0, 120, pollMilliseconds: 50);
 
         var job = await Api.SubmitAsync(new { prompt = "I am interactive", max_tokens = 4 });
         var started = await Api.WaitForStatusAsync(job.Id, JobStatuses.Running, TimeSpan.FromSeconds(30));
@@ -230,12 +230,12 @@ public sealed class BatchTests
             await using (var first = await ProducerInstance.StartAsync(queue, settings))
             {
                 id = (await first.Client.CreateBatchAsync(await first.Client.UploadAsync(jsonl))).Str("id")!;
-                await WaitUntilAsync(async () => (await first.Client.GetBatchAsync(id)).Int("request_counts.total") >= 500, 60);
+                await Eventually.WaitUntilAsync(async () => (await first.Client.GetBatchAsync(id)).Int("request_counts.total") >= 500, 60, pollMilliseconds: 50);
             } // stopped mid-ingestion
 
             await using var second = await ProducerInstance.StartAsync(queue, settings);
             var running = await second.Client.WaitForBatchAsync(id, TimeSpan.FromMinutes(2), "in_progress");
-            await WaitUntilAsync(async () => await Broker.MessageCountAsync(queue + "-batch") == 3000, 60);
+            await Eventually.WaitUntilAsync(async () => await Broker.MessageCountAsync(queue + "-batch") == 3000, 60, pollMilliseconds: 50);
 
             Assert.That(running.Int("request_counts.total"), Is.EqualTo(3000));
             Assert.That(running.Int("request_counts.failed"), Is.Zero, "no line was taken for a duplicate");
@@ -286,14 +286,4 @@ public sealed class BatchTests
     }
 
     private static StringContent JsonContent(object body) => new(JsonSerializer.Serialize(body), Encoding.UTF8, "application/json");
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, int timeoutSeconds)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(timeoutSeconds);
-        while (!await condition())
-        {
-            Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "condition not met in time");
-            await Task.Delay(50);
-        }
-    }
 }

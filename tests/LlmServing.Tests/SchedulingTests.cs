@@ -36,7 +36,7 @@ public sealed class SchedulingTests
         Assert.That(cancelled.Status, Is.EqualTo(JobStatuses.Cancelled));
 
         await using var worker = await WorkerInstance.StartAsync(queue);
-        await WaitUntilAsync(async () => await Broker.MessageCountAsync(queue) == 0);
+        await Eventually.WaitUntilAsync(async () => await Broker.MessageCountAsync(queue) == 0);
         await Task.Delay(500);
         var job = await producer.Client.GetJobAsync(accepted.Id);
 
@@ -54,7 +54,7 @@ public sealed class SchedulingTests
         await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Worker:CancelPollInterval"] = "00:00:00.100" });
         var accepted = await producer.Client.SubmitAsync(new { prompt = "A very long story", max_tokens = 4000, ignore_eos = true });
         await producer.Client.WaitForStatusAsync(accepted.Id, JobStatuses.Running);
-        await WaitUntilAsync(() => Task.FromResult(worker.Scheduler.Counters.TokensGenerated > 10));
+        await Eventually.WaitUntilAsync(() => Task.FromResult(worker.Scheduler.Counters.TokensGenerated > 10));
 
         var requested = await producer.Client.CancelAsync(accepted.Id);
         var job = await producer.Client.WaitForFinalAsync(accepted.Id, TimeSpan.FromSeconds(20));
@@ -98,7 +98,7 @@ public sealed class SchedulingTests
         await using var worker = await WorkerInstance.StartAsync(queue);
         var request = (int i) => new { prompt = $"Rebuild {i}", max_tokens = 200, temperature = 0 };
         var accepted = await Task.WhenAll(Enumerable.Range(0, 6).Select(i => producer.Client.SubmitAsync(request(i))));
-        await WaitUntilAsync(() => Task.FromResult(worker.Scheduler.Counters.TokensGenerated > 50));
+        await Eventually.WaitUntilAsync(() => Task.FromResult(worker.Scheduler.Counters.TokensGenerated > 50));
 
         worker.Scheduler.FailNextDecode();
         var jobs = await Task.WhenAll(accepted.Select(a => producer.Client.WaitForFinalAsync(a.Id)));
@@ -122,7 +122,7 @@ public sealed class SchedulingTests
         var longJob = await producer.Client.SubmitAsync(new { prompt = "Too long to finish", max_tokens = 3500, ignore_eos = true });
         var shortJob = await producer.Client.SubmitAsync(new { prompt = "Short enough", max_tokens = 16 });
         await producer.Client.WaitForStatusAsync(longJob.Id, JobStatuses.Running);
-        await WaitUntilAsync(() => Task.FromResult(first.Scheduler.Counters.TokensGenerated > 20));
+        await Eventually.WaitUntilAsync(() => Task.FromResult(first.Scheduler.Counters.TokensGenerated > 20));
 
         await first.DisposeAsync(); // what SIGTERM does: stop taking messages, drain 1 s, return the rest
 
@@ -156,7 +156,7 @@ public sealed class SchedulingTests
         await Task.Delay(TimeSpan.FromSeconds(1.6));
 
         await using var worker = await WorkerInstance.StartAsync(queue);
-        await WaitUntilAsync(async () => await Broker.MessageCountAsync(queue) == 0);
+        await Eventually.WaitUntilAsync(async () => await Broker.MessageCountAsync(queue) == 0);
         var job = await producer.Client.WaitForStatusAsync(accepted.Id, JobStatuses.Expired, TimeSpan.FromSeconds(10));
 
         Assert.That(job.Status, Is.EqualTo(JobStatuses.Expired));
@@ -179,15 +179,5 @@ public sealed class SchedulingTests
         Assert.That(job.FinishReason, Is.EqualTo("time_limit"));
         Assert.That(job.Usage!.CompletionTokens, Is.InRange(1, 3999));
         Assert.That(job.Timings!.RunMs, Is.InRange(900, 5000));
-    }
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, int timeoutSeconds = 30)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(timeoutSeconds);
-        while (!await condition())
-        {
-            Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "condition not met in time");
-            await Task.Delay(20);
-        }
     }
 }

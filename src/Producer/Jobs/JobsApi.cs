@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Options;
 using Microsoft.OpenApi;
+using LlmServing.Producer.Files;
 using LlmServing.Producer.Tenants;
 
 namespace LlmServing.Producer.Jobs;
@@ -63,12 +64,12 @@ public static class JobsApi
         var before = await store.FindAsync(id, http.Tenant(), ct);
         if (before is null)
         {
-            return Problem(StatusCodes.Status404NotFound, "Job not found", $"There is no job with id {id}.");
+            return Problems.Of(StatusCodes.Status404NotFound, "Job not found", $"There is no job with id {id}.");
         }
 
         if (JobStatuses.IsFinal(before.Status))
         {
-            return Problem(StatusCodes.Status409Conflict, "Job already ended", $"Job {id} already ended with status '{before.Status}'.");
+            return Problems.Of(StatusCodes.Status409Conflict, "Job already ended", $"Job {id} already ended with status '{before.Status}'.");
         }
 
         var job = await store.CancelAsync(id, http.Tenant(), ct);
@@ -86,7 +87,7 @@ public static class JobsApi
         var o = options.Value;
         if (!http.HasJsonContentType())
         {
-            return Problem(StatusCodes.Status415UnsupportedMediaType, "Unsupported content type",
+            return Problems.Of(StatusCodes.Status415UnsupportedMediaType, "Unsupported content type",
                 $"Send the job as JSON with 'Content-Type: application/json' (got '{http.ContentType ?? "none"}').");
         }
 
@@ -108,13 +109,13 @@ public static class JobsApi
         }
         catch (JsonException e)
         {
-            return Problem(StatusCodes.Status400BadRequest, "Malformed JSON",
+            return Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON",
                 $"The body is not a valid job request: {e.Message}");
         }
 
         if (request is null)
         {
-            return Problem(StatusCodes.Status400BadRequest, "Malformed JSON", "The body must be a JSON object, not null.");
+            return Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON", "The body must be a JSON object, not null.");
         }
 
         var (parameters, messages, errors) = JobRequestValidator.Validate(request, o);
@@ -131,13 +132,13 @@ public static class JobsApi
         var idempotencyKey = http.Headers["Idempotency-Key"].ToString();
         if (idempotencyKey.Length > 255)
         {
-            return Problem(StatusCodes.Status400BadRequest, "Idempotency-Key too long", "The Idempotency-Key header has at most 255 characters.");
+            return Problems.Of(StatusCodes.Status400BadRequest, "Idempotency-Key too long", "The Idempotency-Key header has at most 255 characters.");
         }
 
         if (o.MaxQueuedJobsPerTenant > 0 && await store.CountQueuedAsync(http.HttpContext.Tenant(), ct) >= o.MaxQueuedJobsPerTenant)
         {
             http.HttpContext.Response.Headers.RetryAfter = "5";
-            return Problem(StatusCodes.Status429TooManyRequests, "Too many queued jobs",
+            return Problems.Of(StatusCodes.Status429TooManyRequests, "Too many queued jobs",
                 $"This tenant already has {o.MaxQueuedJobsPerTenant} jobs waiting; retry when some have started.");
         }
 
@@ -165,7 +166,7 @@ public static class JobsApi
         var (stored, created) = await store.CreateAsync(job, ct);
         if (!created && stored.RequestHash != job.RequestHash)
         {
-            return Problem(StatusCodes.Status422UnprocessableEntity, "Idempotency-Key reused",
+            return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Idempotency-Key reused",
                 $"The Idempotency-Key '{idempotencyKey}' was already used for job {stored.Id} with a different request body.");
         }
 
@@ -245,11 +246,8 @@ public static class JobsApi
         };
     }
 
-    private static ProblemHttpResult Problem(int status, string title, string detail) =>
-        TypedResults.Problem(statusCode: status, title: title, detail: detail);
-
-    private static ProblemHttpResult TooLarge(ProducerOptions o) =>
-        Problem(StatusCodes.Status413PayloadTooLarge, "Request too large",
+    private static IResult TooLarge(ProducerOptions o) =>
+        Problems.Of(StatusCodes.Status413PayloadTooLarge, "Request too large",
             $"A job request has at most {o.MaxRequestBytes} bytes; for many requests use a batch file.");
 
     /// <summary>Reads the body up to <paramref name="limit"/> bytes; null when it is longer.</summary>
