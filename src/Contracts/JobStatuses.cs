@@ -23,4 +23,7 @@ public static class JobStatuses
 
     /// <summary>True for statuses a job never leaves.</summary>
     public static bool IsFinal(string status) => status is Succeeded or Failed or Cancelled or Expired;
+
+    /// <summary>The final statuses, for queries (the same set as <see cref="IsFinal"/>).</summary>
+    public static string[] Final => [Succeeded, Failed, Cancelled, Expired];
 }

@@ -27,6 +27,9 @@ public static class WorkerExtensions
         builder.Services.AddOptions<WorkerOptions>().BindConfiguration(WorkerOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
 
+        builder.Services.AddSingleton<HeldJobs>();
+        builder.Services.AddSingleton(sp => new SlotGate(sp.GetRequiredService<IOptions<InferenceOptions>>().Value.Slots));
+        builder.Services.AddHostedService<JobLeaseRenewer>();
         if (llamaEngine)
         {
             inferenceOptions.ValidateDataAnnotations().ValidateOnStart();
@@ -48,6 +51,7 @@ public static class WorkerExtensions
         {
             builder.Services.AddMassTransit(x =>
             {
+                x.DisableUsageTelemetry(); // no calls out of the deployment
                 AddWorkerConsumers(x);
                 x.UsingRabbitMq((context, cfg) =>
                 {

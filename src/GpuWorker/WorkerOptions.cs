@@ -20,6 +20,13 @@ public sealed class WorkerOptions
     [Required]
     public string WorkerId { get; set; } = $"{Environment.MachineName}:{Environment.ProcessId}";
 
+    /// <summary>
+    /// How long a claim holds without renewal. The worker renews the leases of the jobs it holds every quarter of
+    /// this; a job whose lease lapses (the worker is gone, or lost the job) is requeued by the Producer's reaper.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
+    public TimeSpan JobLease { get; set; } = TimeSpan.FromMinutes(2);
+
     /// <summary>How often the worker checks whether its running jobs were cancelled.</summary>
     [Range(typeof(TimeSpan), "00:00:00.050", "00:01:00")]
     public TimeSpan CancelPollInterval { get; set; } = TimeSpan.FromMilliseconds(500);

@@ -18,6 +18,7 @@ public static class MonolithExtensions
         var rabbit = builder.Configuration.GetConnectionString("RabbitMq")!;
         builder.Services.AddMassTransit(x =>
         {
+            x.DisableUsageTelemetry(); // no calls out of the deployment
             WorkerExtensions.AddWorkerConsumers(x);
             x.UsingRabbitMq((context, cfg) =>
             {

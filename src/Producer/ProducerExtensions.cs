@@ -26,7 +26,11 @@ public static class ProducerExtensions
     {
         builder.AddResultStore();
         builder.Services.AddOptions<ProducerOptions>().BindConfiguration(ProducerOptions.Section)
-            .ValidateDataAnnotations().ValidateOnStart();
+            .ValidateDataAnnotations()
+            .Validate(o => !o.RequireAdminKey || o.AdminKey.Length >= 16,
+                "Producer:RequireAdminKey is set (a deployment reachable by others) but Producer:AdminKey is empty or shorter " +
+                "than 16 characters: set Producer__AdminKey from a secret, or unset RequireAdminKey for local use only.")
+            .ValidateOnStart();
         builder.Services.ConfigureHttpJsonOptions(o =>
         {
             o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
@@ -70,16 +74,22 @@ public static class ProducerExtensions
         if (ownBus)
         {
             // Send-only: the Producer consumes nothing.
-            builder.Services.AddMassTransit(x => x.UsingRabbitMq((_, cfg) => cfg.Host(new Uri(rabbit))));
+            builder.Services.AddMassTransit(x =>
+            {
+                x.DisableUsageTelemetry(); // no calls out of the deployment
+                x.UsingRabbitMq((_, cfg) => cfg.Host(new Uri(rabbit)));
+            });
         }
         builder.Services.AddSingleton<JobQueueDeclarer>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobQueueDeclarer>());
         builder.Services.AddSingleton<JobPublisher>();
         builder.Services.AddHostedService<PublishSweeper>();
+        builder.Services.AddHostedService<JobReaper>();
 
         // Batch files: Hangfire (on the same PostgreSQL) runs the durable ingestion jobs; the finalizer ends batches.
         builder.Services.AddIngestionHangfire(builder.Configuration.GetConnectionString("Postgres")!);
         builder.Services.AddHostedService<BatchFinalizer>();
+        builder.Services.AddHostedService<StalledIngestionReaper>();
         builder.Services.AddSingleton(_ => Prometheus.Metrics.NewCustomRegistry());
         builder.Services.AddHostedService<JobMetrics>();
         return builder;
@@ -90,16 +100,24 @@ public static class ProducerExtensions
     {
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseNulGuard();
         app.UseApiKeys();
         app.UseRateLimiter();
         app.MapOpenApi();
         app.MapScalarApiReference("/docs");
         app.MapGet("/", () => Results.Redirect("/docs")).ExcludeFromDescription();
-        // Live: the process answers. Ready: PostgreSQL answers and the bus is connected (MassTransit's own check).
+        // Live: the process answers. Ready: PostgreSQL answers, which is all accepting a job needs (ADR 0001: accept
+        // now, publish later), so a broker outage does not take every Producer out of service. The bus has its own
+        // check, for dashboards and alerts.
         app.MapHealthChecks("/health/live", new Microsoft.AspNetCore.Diagnostics.HealthChecks.HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new Microsoft.AspNetCore.Diagnostics.HealthChecks.HealthCheckOptions
         {
-            Predicate = check => check.Tags.Contains("ready") || check.Tags.Contains("masstransit"),
+            // MassTransit tags its bus check "ready" as well; it is left to /health/broker.
+            Predicate = check => check.Tags.Contains("ready") && !check.Tags.Contains("masstransit"),
+        });
+        app.MapHealthChecks("/health/broker", new Microsoft.AspNetCore.Diagnostics.HealthChecks.HealthCheckOptions
+        {
+            Predicate = check => check.Tags.Contains("masstransit"),
         });
         app.MapMetrics("/metrics", app.Services.GetRequiredService<Prometheus.CollectorRegistry>()).ExcludeFromDescription();
         app.MapHangfireDashboard("/hangfire", new Hangfire.DashboardOptions

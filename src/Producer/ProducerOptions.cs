@@ -44,6 +44,24 @@ public sealed class ProducerOptions
     [Range(typeof(TimeSpan), "00:00:00", "01:00:00")]
     public TimeSpan SweepMinAge { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>How often the job reaper looks for running jobs whose lease lapsed and queued jobs whose message is lost.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.100", "01:00:00")]
+    public TimeSpan ReaperInterval { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// The workers' job lease (<c>Worker:JobLease</c>): the reaper judges leases only after reaching PostgreSQL for
+    /// this long, so that workers renew theirs after an outage first.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
+    public TimeSpan JobLease { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>
+    /// A queued job confirmed by the broker this long ago, while its queue holds no ready message, lost its message
+    /// (dead-lettered or purged) and is sent again.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "1.00:00:00")]
+    public TimeSpan LostMessageAge { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>Longest long-poll (<c>GET /v1/jobs/{id}?wait=</c>) in seconds.</summary>
     [Range(0, 600)]
     public int MaxWaitSeconds { get; set; } = 60;
@@ -76,6 +94,13 @@ public sealed class ProducerOptions
     public TimeSpan FinalizeInterval { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>
+    /// A batch still validating, or running with lines not yet confirmed by the broker, whose ingestion shows no
+    /// progress for this long is resumed from its recorded offset (the process running it died, or its job was lost).
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
+    public TimeSpan IngestionStallTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
     /// Hangfire queue this Producer's ingestion jobs use; empty means one derived from <see cref="JobQueue"/>, so
     /// Producers of different deployments sharing a database never run each other's ingestion.
     /// </summary>
@@ -90,6 +115,12 @@ public sealed class ProducerOptions
     /// Set: every /v1 call needs a tenant's key, and this key creates and revokes them.
     /// </summary>
     public string AdminKey { get; set; } = "";
+
+    /// <summary>
+    /// Refuse to start without an admin key (16+ characters). The deployment files (compose, Kubernetes) set it, so
+    /// that a Producer reachable by others never runs with the API open; a local quick start leaves it off.
+    /// </summary>
+    public bool RequireAdminKey { get; set; }
 
     /// <summary>Job submissions per second per tenant (token bucket, burst = 2 seconds' worth); 0 turns it off.</summary>
     [Range(0, 1_000_000)]

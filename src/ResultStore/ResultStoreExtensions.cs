@@ -38,6 +38,7 @@ public static class ResultStoreExtensions
         builder.Services.AddSingleton<JobStore>();
         builder.Services.AddSingleton<Files.FileStore>();
         builder.Services.AddSingleton<Batches.BatchStore>();
+        builder.Services.AddSingleton<Batches.BatchLineStore>();
         builder.Services.AddSingleton<Tenants.ApiKeyStore>();
         builder.Services.AddHostedService<DatabaseMigrator>();
         return builder;

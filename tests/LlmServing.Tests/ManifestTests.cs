@@ -49,4 +49,19 @@ public sealed partial class ManifestTests
         Assert.That(Env(worker, "Database__MigrateOnStart"), Is.EqualTo("false"));
         Assert.That(Manifest("migration-job.yaml"), Does.Contain("--migrate-only"));
     }
+
+    [Test]
+    public void ShouldRequireAnAdminKeyAndPublishOnlyOnLoopback_WhenDeployedFromTheRepositoryFiles()
+    {
+        var producer = Manifest("producer.yaml");
+        var compose = File.ReadAllText(Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "../../../../../infra/compose.yaml")));
+
+        Assert.That(Env(producer, "Producer__RequireAdminKey"), Is.EqualTo("true"), "a cluster Producer never runs with the API open");
+        Assert.That(Manifest("secrets.yaml"), Does.Match(@"Producer__AdminKey:\s*""""").And.Contain("name: llmserving-admin"));
+        Assert.That(producer, Does.Match(@"readinessProbe:\s*httpGet: \{ path: /health/ready,"));
+        Assert.That(compose, Does.Contain("Producer__RequireAdminKey: \"true\""));
+        var published = Regex.Matches(compose, @"(?m)^\s*ports:\s*\[(.*)\]").SelectMany(m => m.Groups[1].Value.Split(',')).Select(p => p.Trim(' ', '"')).ToList();
+        Assert.That(published, Is.Not.Empty);
+        Assert.That(published, Is.All.StartWith("127.0.0.1:"), "ports are published on loopback only");
+    }
 }

@@ -13,6 +13,8 @@ namespace LlmServing.GpuWorker.Jobs;
 /// </summary>
 public sealed class GenerateCompletionConsumer(
     JobStore jobs,
+    HeldJobs held,
+    SlotGate slots,
     IGenerator generator,
     IOptions<WorkerOptions> worker,
     ILogger<GenerateCompletionConsumer> logger) : IConsumer<GenerateCompletion>
@@ -21,10 +23,13 @@ public sealed class GenerateCompletionConsumer(
     {
         var message = context.Message;
         var ct = context.CancellationToken;
+        // Claim only once the job can start: a batch line must not sit "running", its attempts counting, while it
+        // waits behind interactive work.
+        using var place = await slots.EnterAsync(interactive: message.BatchId is null, ct);
         // A running job is claimed again only by a redelivery (its worker died without acknowledging) or a retry here;
         // a fresh second copy of the message (a duplicate publish) must not run it twice.
         var reclaim = context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0;
-        var job = await jobs.TryStartAsync(message.JobId, worker.Value.WorkerId, ct, reclaim);
+        var job = await jobs.TryStartAsync(message.JobId, worker.Value.WorkerId, ct, reclaim, worker.Value.JobLease);
         if (job is null)
         {
             logger.LogInformation("Job {JobId} is final, unknown or running elsewhere; duplicate message acknowledged without running", message.JobId);
@@ -37,6 +42,19 @@ public sealed class GenerateCompletionConsumer(
             return;
         }
 
+        held.Add(message.JobId);
+        try
+        {
+            await RunAsync(message, job, ct);
+        }
+        finally
+        {
+            held.Remove(message.JobId);
+        }
+    }
+
+    private async Task RunAsync(GenerateCompletion message, Job job, CancellationToken ct)
+    {
         if (job.Attempts > worker.Value.MaxAttempts)
         {
             // Claimed again and again without finishing: workers died on it, or it threw every time.

@@ -15,6 +15,7 @@ namespace LlmServing.Producer.Batches;
 /// </summary>
 public sealed class BatchFinalizer(
     BatchStore batches,
+    BatchLineStore lines,
     FileStore files,
     TimeProvider clock,
     IOptions<ProducerOptions> options,
@@ -47,15 +48,15 @@ public sealed class BatchFinalizer(
         var expired = batch.Status == BatchStatuses.InProgress && batch.ExpiresAt < clock.GetUtcNow();
         if (expired)
         {
-            await batches.StopLinesAsync(batch.Id, JobStatuses.Expired, ct);
+            await lines.StopAsync(batch.Id, JobStatuses.Expired, ct);
         }
         else if (batch.Status == BatchStatuses.Cancelling)
         {
-            await batches.StopLinesAsync(batch.Id, JobStatuses.Cancelled, ct); // lines ingested after the cancel
+            await lines.StopAsync(batch.Id, JobStatuses.Cancelled, ct); // lines ingested after the cancel
         }
 
         // (A batch cancelled while validating gets no more lines: ingestion only appends while it is validating.)
-        if (batch.Status != BatchStatuses.Finalizing && await batches.UnfinishedLinesAsync(batch.Id, ct) > 0)
+        if (batch.Status != BatchStatuses.Finalizing && await lines.UnfinishedAsync(batch.Id, ct) > 0)
         {
             return;
         }
@@ -79,7 +80,7 @@ public sealed class BatchFinalizer(
         await using var errors = await files.OpenWriterAsync(batch.TenantId, $"{batch.Id}_errors.jsonl", "batch_output", long.MaxValue, ct);
         var buffer = new ArrayBufferWriter<byte>();
         int outputLines = 0, errorLines = 0;
-        await foreach (var row in batches.ReadResultsAsync(batch.Id, ct))
+        await foreach (var row in lines.ReadResultsAsync(batch.Id, ct))
         {
             buffer.ResetWrittenCount();
             await using (var w = new Utf8JsonWriter(buffer, Plain))

@@ -21,12 +21,21 @@ namespace LlmServing.Producer.Batches;
 /// </summary>
 public sealed class BatchIngestion(
     BatchStore batches,
+    BatchLineStore lines,
     FileStore files,
     IBus bus,
     IOptions<ProducerOptions> options,
     IOptions<JsonOptions> json,
     ILogger<BatchIngestion> logger)
 {
+    /// <summary>
+    /// Enqueues a run on this Producer's ingestion queue. The queue is recorded on the job itself, so that Hangfire's
+    /// automatic retries come back to the same queue (an <c>EnqueuedState</c> alone sends them to "default", which
+    /// no server here reads).
+    /// </summary>
+    public static string Enqueue(IBackgroundJobClient client, string queue, string batchId) =>
+        client.Enqueue<BatchIngestion>(queue, x => x.RunAsync(batchId, CancellationToken.None));
+
     [AutomaticRetry(Attempts = 10, DelaysInSeconds = [1, 2, 5, 10, 30])]
     public async Task RunAsync(string batchId, CancellationToken ct)
     {
@@ -68,7 +77,7 @@ public sealed class BatchIngestion(
         var parser = new BatchLineParser(batch.Endpoint, batch.Id, batch.TenantId, o, json.Value.SerializerOptions);
         if (batch.IngestedBytes > 0)
         {
-            parser.Seen(await batches.CustomIdsAsync(batch.Id, ct));
+            parser.Seen(await lines.CustomIdsAsync(batch.Id, ct));
             logger.LogInformation("Batch {BatchId}: resuming ingestion at line {Line} (byte {Offset})", batch.Id, batch.IngestedLines + 1, batch.IngestedBytes);
         }
 
@@ -92,6 +101,12 @@ public sealed class BatchIngestion(
             if (!sawContent)
             {
                 sawContent = true;
+                // A UTF-8 byte order mark (as some editors write) is not part of the first line.
+                if (text.StartsWith(Utf8Bom))
+                {
+                    text = text[Utf8Bom.Length..];
+                }
+
                 if (!line.TooLong && !LooksLikeJsonObject(text))
                 {
                     await batches.FinishValidationAsync(batch.Id, Errors(("invalid_file",
@@ -134,9 +149,9 @@ public sealed class BatchIngestion(
         return true;
     }
 
-    private async Task<bool> FlushAsync(Batch batch, long from, long to, int lines, List<BatchLineRow> rows, CancellationToken ct)
+    private async Task<bool> FlushAsync(Batch batch, long from, long to, int lineCount, List<BatchLineRow> rows, CancellationToken ct)
     {
-        if (!await batches.AppendLinesAsync(batch.Id, batch.TenantId, from, to, lines, rows, ct))
+        if (!await lines.AppendAsync(batch, from, to, lineCount, rows, ct))
         {
             logger.LogWarning("Batch {BatchId}: ingestion progressed elsewhere or the batch was cancelled; stopping this run", batch.Id);
             return false;
@@ -157,7 +172,7 @@ public sealed class BatchIngestion(
         var concurrency = options.Value.PublishConcurrency;
         while (true)
         {
-            var page = await batches.UnpublishedAsync(batch.Id, 2000, ct);
+            var page = await lines.UnpublishedAsync(batch.Id, 2000, ct);
             if (page.Count == 0)
             {
                 break;
@@ -170,13 +185,15 @@ public sealed class BatchIngestion(
                     var message = JsonSerializer.Deserialize<GenerateCompletion>(row.Request, JobPublisher.MessageJson)!;
                     return endpoint.Send(message, context => context.MessageId = row.Id, ct);
                 }));
-                await batches.MarkQueuedAsync([.. slice.Select(r => r.Id)], ct);
+                await lines.MarkQueuedAsync(batch.Id, [.. slice.Select(r => r.Id)], ct);
             }
         }
 
         await batches.MarkAllPublishedAsync(batch.Id, ct);
         logger.LogInformation("Batch {BatchId}: all lines published to {Queue}", batch.Id, batch.JobQueue);
     }
+
+    private static ReadOnlySpan<byte> Utf8Bom => [0xEF, 0xBB, 0xBF];
 
     private static string Errors(params (string Code, string Message, int? Line)[] errors) =>
         JsonSerializer.Serialize(errors.Select(e => new { code = e.Code, message = e.Message, param = (string?)null, line = e.Line }));

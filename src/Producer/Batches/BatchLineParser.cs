@@ -46,6 +46,12 @@ public sealed class BatchLineParser(string endpoint, string batchId, string tena
                 return new BatchLine(number, null, null, $"Line {number} is not a JSON object.");
             }
 
+            // Checked before anything of the line is kept: neither the job row nor its custom_id could be stored.
+            if (TextInput.HasNul(root))
+            {
+                return new BatchLine(number, null, null, $"Line {number} " + TextInput.NulMessage);
+            }
+
             string? customId = root.TryGetProperty("custom_id", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : null;
             if (string.IsNullOrEmpty(customId))
             {
@@ -97,6 +103,12 @@ public sealed class BatchLineParser(string endpoint, string batchId, string tena
             if (endpoint == CompletionsEndpoint && request.Prompt is null)
             {
                 return new BatchLine(number, customId, null, $"Line {number}: a {CompletionsEndpoint} body needs 'prompt'.");
+            }
+
+            if (request.QueueTimeoutSeconds is not null)
+            {
+                // A line waits as long as its batch's completion_window; refused rather than silently ignored.
+                return new BatchLine(number, customId, null, $"Line {number}: 'queue_timeout_seconds' is not supported in batch lines; a batch line waits for its batch's completion_window.");
             }
 
             var (parameters, messages, errors) = JobRequestValidator.Validate(request, options);

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Hangfire;
-using Hangfire.States;
+using LlmServing.Contracts;
 using LlmServing.Producer.Files;
 using LlmServing.ResultStore.Batches;
 using LlmServing.ResultStore.Files;
@@ -38,7 +38,7 @@ public static class BatchesApi
     }
 
     private static async Task<IResult> CreateAsync(
-        HttpRequest http, string? endpoint, BatchStore batches, FileStore files, IBackgroundJobClient jobs,
+        HttpRequest http, string? endpoint, BatchStore batches, BatchLineStore lines, FileStore files, IBackgroundJobClient jobs,
         IOptions<ProducerOptions> options, CancellationToken ct)
     {
         var o = options.Value;
@@ -66,10 +66,20 @@ public static class BatchesApi
         else if (http.HasJsonContentType())
         {
             JsonObject body;
+            if (http.ContentLength > MaxJsonBodyBytes)
+            {
+                return JsonTooLarge();
+            }
+
             try
             {
-                body = JsonNode.Parse(await new StreamReader(http.Body).ReadToEndAsync(ct)) as JsonObject
-                       ?? throw new JsonException("The body must be a JSON object.");
+                var text = await ReadCappedAsync(http.Body, MaxJsonBodyBytes, ct);
+                if (text is null)
+                {
+                    return JsonTooLarge();
+                }
+
+                body = JsonNode.Parse(text) as JsonObject ?? throw new JsonException("The body must be a JSON object.");
             }
             catch (JsonException e)
             {
@@ -101,6 +111,17 @@ public static class BatchesApi
                     return Problems.Of(StatusCodes.Status400BadRequest, "Invalid metadata", "'metadata' is an object of at most 16 string values.");
                 }
 
+                // OpenAI's limits: keys up to 64 characters, values up to 512.
+                if (m.Any(p => p.Key.Length > 64 || p.Value!.GetValue<string>().Length > 512))
+                {
+                    return Problems.Of(StatusCodes.Status400BadRequest, "Invalid metadata", "'metadata' keys have at most 64 characters and values at most 512.");
+                }
+
+                if (m.Any(p => TextInput.HasNul(p.Key) || TextInput.HasNul(p.Value!.GetValue<string>())))
+                {
+                    return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid metadata", "'metadata' " + TextInput.NulMessage);
+                }
+
                 metadata = meta.ToJsonString();
             }
 
@@ -124,23 +145,24 @@ public static class BatchesApi
             Metadata = metadata,
             JobQueue = o.BatchJobQueue,
         }, ct);
-        jobs.Create<BatchIngestion>(x => x.RunAsync(batch.Id, CancellationToken.None), new EnqueuedState(o.EffectiveIngestionQueue));
-        return TypedResults.Ok(BatchShapes.Batch(batch, await batches.CountsAsync(batch.Id, ct)));
+        // Not in the batch's transaction: if this enqueue is lost, the stalled-ingestion reaper starts the batch.
+        BatchIngestion.Enqueue(jobs, o.EffectiveIngestionQueue, batch.Id);
+        return TypedResults.Ok(BatchShapes.Batch(batch, await lines.CountsAsync(batch.Id, ct)));
     }
 
-    private static async Task<IResult> GetAsync(string id, BatchStore batches, HttpContext http, CancellationToken ct) =>
+    private static async Task<IResult> GetAsync(string id, BatchStore batches, BatchLineStore lines, HttpContext http, CancellationToken ct) =>
         await batches.FindAsync(id, http.Tenant(), ct) is { } b
-            ? TypedResults.Ok(BatchShapes.Batch(b, await batches.CountsAsync(b.Id, ct)))
+            ? TypedResults.Ok(BatchShapes.Batch(b, await lines.CountsAsync(b.Id, ct)))
             : Problems.Of(StatusCodes.Status404NotFound, "Batch not found", $"There is no batch with id {id}.");
 
-    private static async Task<IResult> ListAsync(int? limit, string? after, BatchStore batches, HttpContext http, CancellationToken ct)
+    private static async Task<IResult> ListAsync(int? limit, string? after, BatchStore batches, BatchLineStore lines, HttpContext http, CancellationToken ct)
     {
         var take = Math.Clamp(limit ?? 20, 1, 100);
         var page = await batches.ListAsync(http.Tenant(), after, take + 1, ct);
         var data = new JsonArray();
         foreach (var b in page.Take(take))
         {
-            data.Add(BatchShapes.Batch(b, await batches.CountsAsync(b.Id, ct)));
+            data.Add(BatchShapes.Batch(b, await lines.CountsAsync(b.Id, ct)));
         }
 
         return TypedResults.Ok(new JsonObject
@@ -153,7 +175,7 @@ public static class BatchesApi
         });
     }
 
-    private static async Task<IResult> CancelAsync(string id, BatchStore batches, HttpContext http, CancellationToken ct)
+    private static async Task<IResult> CancelAsync(string id, BatchStore batches, BatchLineStore lines, HttpContext http, CancellationToken ct)
     {
         var before = await batches.FindAsync(id, http.Tenant(), ct);
         if (before is null)
@@ -166,8 +188,33 @@ public static class BatchesApi
             return Problems.Of(StatusCodes.Status409Conflict, "Batch already ended", $"Batch {id} is {before.Status}; only a validating or running batch can be cancelled.");
         }
 
-        var batch = await batches.CancelAsync(id, http.Tenant(), ct);
-        return TypedResults.Ok(BatchShapes.Batch(batch!, await batches.CountsAsync(id, ct)));
+        // Queued lines are cancelled at once, running ones asked to stop; the finalizer repeats this until the batch ends.
+        if (await batches.MarkCancellingAsync(id, http.Tenant(), ct))
+        {
+            await lines.StopAsync(id, JobStatuses.Cancelled, ct);
+        }
+
+        var batch = await batches.FindAsync(id, http.Tenant(), ct);
+        return TypedResults.Ok(BatchShapes.Batch(batch!, await lines.CountsAsync(id, ct)));
+    }
+
+    private const int MaxJsonBodyBytes = 64 * 1024;
+
+    private static IResult JsonTooLarge() =>
+        Problems.Of(StatusCodes.Status413PayloadTooLarge, "Request too large", $"A batch request has at most {MaxJsonBodyBytes} bytes; send the lines as a file.");
+
+    /// <summary>Reads a UTF-8 body of at most <paramref name="limit"/> bytes; null when it is longer.</summary>
+    private static async Task<string?> ReadCappedAsync(Stream body, int limit, CancellationToken ct)
+    {
+        var buffer = new byte[limit + 1];
+        var read = 0;
+        int n;
+        while (read < buffer.Length && (n = await body.ReadAsync(buffer.AsMemory(read), ct)) > 0)
+        {
+            read += n;
+        }
+
+        return read > limit ? null : System.Text.Encoding.UTF8.GetString(buffer, 0, read);
     }
 
     private static IResult BadEndpoint(string? endpoint) =>

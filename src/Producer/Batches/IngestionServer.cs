@@ -89,7 +89,8 @@ public sealed class AdminKeyDashboardFilter(string adminKey) : Hangfire.Dashboar
         if (string.IsNullOrEmpty(adminKey))
         {
             var remote = http.Connection.RemoteIpAddress;
-            return remote is null || System.Net.IPAddress.IsLoopback(remote);
+            // An unknown remote address (e.g. an in-process test server) is not trusted.
+            return remote is not null && System.Net.IPAddress.IsLoopback(remote);
         }
 
         var header = http.Request.Headers.Authorization.ToString();

@@ -40,9 +40,10 @@ public static class FilesApi
         var reader = new MultipartReader(boundary, http.Body);
         string? purpose = null;
         StoredFile? stored = null;
+        IResult? refusal = null;
         try
         {
-            while (await reader.ReadNextSectionAsync(ct) is { } section)
+            while (refusal is null && await reader.ReadNextSectionAsync(ct) is { } section)
             {
                 if (!ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition))
                 {
@@ -52,40 +53,77 @@ public static class FilesApi
                 var name = HeaderUtilities.RemoveQuotes(disposition.Name).Value;
                 if (name == "purpose")
                 {
-                    purpose = (await new StreamReader(section.Body).ReadToEndAsync(ct)).Trim();
+                    purpose = await ReadCappedAsync(section.Body, MaxPurposeChars, ct);
                     if (purpose != "batch")
                     {
-                        break;
+                        refusal = BadPurpose();
                     }
                 }
                 else if (name == "file" && stored is null)
                 {
                     var filename = HeaderUtilities.RemoveQuotes(disposition.FileName.HasValue ? disposition.FileName : disposition.FileNameStar).Value ?? "upload.jsonl";
+                    if (filename.Length > MaxFilenameChars || TextInput.HasNul(filename))
+                    {
+                        refusal = Problems.Of(StatusCodes.Status400BadRequest, "Invalid filename",
+                            $"A filename has at most {MaxFilenameChars} characters and no NUL character.");
+                        break;
+                    }
+
                     stored = await files.CreateAsync(http.HttpContext.Tenant(), filename, "batch", section.Body, o.MaxFileBytes, ct);
                 }
             }
         }
         catch (FileTooLargeException e)
         {
-            return Problems.Of(StatusCodes.Status413PayloadTooLarge, "File too large", e.Message);
+            refusal = Problems.Of(StatusCodes.Status413PayloadTooLarge, "File too large", e.Message);
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return Problems.Of(StatusCodes.Status413PayloadTooLarge, "File too large", $"The upload is larger than the limit of {o.MaxFileBytes} bytes.");
+            refusal = Problems.Of(StatusCodes.Status413PayloadTooLarge, "File too large", $"The upload is larger than the limit of {o.MaxFileBytes} bytes.");
         }
-
-        if (purpose != "batch")
+        catch (Exception e) when (e is IOException or InvalidDataException && !ct.IsCancellationRequested)
         {
-            return Problems.Of(StatusCodes.Status400BadRequest, "Invalid purpose",
-                $"'purpose' must be \"batch\" (got {(purpose is null ? "nothing" : $"\"{purpose}\"")}).");
+            // A truncated body, a boundary over 70 characters, part headers over 16 KiB: the client's request is bad.
+            refusal = Problems.Of(StatusCodes.Status400BadRequest, "Malformed multipart body", $"The multipart/form-data body cannot be read: {e.Message}");
         }
 
-        if (stored is null)
+        refusal ??= purpose != "batch" ? BadPurpose()
+            : stored is null ? Problems.Of(StatusCodes.Status400BadRequest, "No file", "The form has no 'file' part.")
+            : null;
+        if (refusal is not null)
         {
-            return Problems.Of(StatusCodes.Status400BadRequest, "No file", "The form has no 'file' part.");
+            // A file part stored before the form turned out bad must not stay behind without an id anyone was given.
+            if (stored is not null)
+            {
+                await files.DeleteAsync(stored.Id, CancellationToken.None);
+            }
+
+            return refusal;
         }
 
-        return TypedResults.Ok(BatchShapes.File(stored));
+        return TypedResults.Ok(BatchShapes.File(stored!));
+    }
+
+    private const int MaxPurposeChars = 64;
+    private const int MaxFilenameChars = 512;
+
+    // The purpose is never echoed: it is the client's input, of any size.
+    private static IResult BadPurpose() =>
+        Problems.Of(StatusCodes.Status400BadRequest, "Invalid purpose", "'purpose' must be \"batch\".");
+
+    /// <summary>Reads a form field of at most <paramref name="maxChars"/> characters; null when it is longer.</summary>
+    private static async Task<string?> ReadCappedAsync(Stream body, int maxChars, CancellationToken ct)
+    {
+        using var reader = new StreamReader(body);
+        var buffer = new char[maxChars + 1];
+        var read = 0;
+        int n;
+        while (read < buffer.Length && (n = await reader.ReadAsync(buffer.AsMemory(read), ct)) > 0)
+        {
+            read += n;
+        }
+
+        return read > maxChars ? null : new string(buffer, 0, read).Trim();
     }
 
     private static async Task<IResult> GetAsync(string id, FileStore files, HttpContext http, CancellationToken ct) =>

@@ -35,7 +35,7 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
         timeout.CancelAfter(options.Value.PublishTimeout);
         try
         {
-            var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{options.Value.JobQueue}"));
+            var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{job.Queue ?? options.Value.JobQueue}"));
             await endpoint.Send(message, context => context.MessageId = job.Id, timeout.Token);
         }
         catch (Exception e) when (!ct.IsCancellationRequested)
@@ -49,7 +49,10 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
     }
 }
 
-/// <summary>Periodically republishes accepted jobs whose message the broker never confirmed, and expires overdue ones.</summary>
+/// <summary>
+/// Periodically republishes this deployment's accepted jobs whose message the broker never confirmed (or that the
+/// <see cref="JobReaper"/> requeued), and expires overdue ones.
+/// </summary>
 public sealed class PublishSweeper(JobStore jobs, JobPublisher publisher, IOptions<ProducerOptions> options, ILogger<PublishSweeper> logger)
     : BackgroundService
 {
@@ -60,7 +63,8 @@ public sealed class PublishSweeper(JobStore jobs, JobPublisher publisher, IOptio
         {
             try
             {
-                var unpublished = await jobs.FindUnpublishedAsync(options.Value.SweepMinAge, 500, stoppingToken);
+                var o = options.Value;
+                var unpublished = await jobs.FindUnpublishedAsync(o.JobQueue, o.BatchJobQueue, o.SweepMinAge, 500, stoppingToken);
                 foreach (var job in unpublished)
                 {
                     if (!await publisher.TryPublishAsync(job, stoppingToken))

@@ -105,6 +105,11 @@ internal static class JobRequestValidator
                 Error("prompt", "'prompt' is empty.");
             }
 
+            if (TextInput.HasNul(r.Prompt))
+            {
+                Error("prompt", "'prompt' " + TextInput.NulMessage);
+            }
+
             promptChars = r.Prompt.Length;
         }
         else
@@ -126,7 +131,7 @@ internal static class JobRequestValidator
 
                 if (m.Role is null || !Roles.Contains(m.Role))
                 {
-                    Error($"messages[{i}].role", $"Unknown role '{m.Role}': use one of system, user, assistant.");
+                    Error($"messages[{i}].role", $"Unknown role '{m.Role?.Replace('\0', '\uFFFD')}': use one of system, user, assistant.");
                 }
 
                 if (m.Content is not { ValueKind: JsonValueKind.String } content)
@@ -136,6 +141,11 @@ internal static class JobRequestValidator
                 }
 
                 var text = content.GetString()!;
+                if (TextInput.HasNul(text))
+                {
+                    Error($"messages[{i}].content", "'content' " + TextInput.NulMessage);
+                }
+
                 promptChars += text.Length;
                 messages.Add(new ChatMessage(m.Role ?? "", text));
             }
@@ -190,6 +200,11 @@ internal static class JobRequestValidator
         if (stop.Any(s => s.Length == 0 || s.Length > 256))
         {
             Error("stop", "Each stop string must have 1 to 256 characters.");
+        }
+
+        if (stop.Any(TextInput.HasNul))
+        {
+            Error("stop", "A stop string " + TextInput.NulMessage);
         }
 
         if (r.QueueTimeoutSeconds is < 1 or > 7 * 24 * 3600)

@@ -73,6 +73,12 @@ public static class JobsApi
         }
 
         var job = await store.CancelAsync(id, http.Tenant(), ct);
+        if (job is { Status: not (JobStatuses.Cancelled or JobStatuses.Queued or JobStatuses.Running) })
+        {
+            // It ended on its own between the check above and the cancel.
+            return Problems.Of(StatusCodes.Status409Conflict, "Job already ended", $"Job {id} already ended with status '{job.Status}'.");
+        }
+
         return TypedResults.Ok(ToResponse(job!));
     }
 
@@ -135,13 +141,6 @@ public static class JobsApi
             return Problems.Of(StatusCodes.Status400BadRequest, "Idempotency-Key too long", "The Idempotency-Key header has at most 255 characters.");
         }
 
-        if (o.MaxQueuedJobsPerTenant > 0 && await store.CountQueuedAsync(http.HttpContext.Tenant(), ct) >= o.MaxQueuedJobsPerTenant)
-        {
-            http.HttpContext.Response.Headers.RetryAfter = "5";
-            return Problems.Of(StatusCodes.Status429TooManyRequests, "Too many queued jobs",
-                $"This tenant already has {o.MaxQueuedJobsPerTenant} jobs waiting; retry when some have started.");
-        }
-
         var id = Guid.CreateVersion7();
         DateTimeOffset? deadline = request.QueueTimeoutSeconds is { } seconds ? DateTimeOffset.UtcNow.AddSeconds(seconds) : null;
         var message = new GenerateCompletion
@@ -158,12 +157,24 @@ public static class JobsApi
             Id = id,
             TenantId = http.HttpContext.Tenant(),
             IdempotencyKey = idempotencyKey.Length > 0 ? idempotencyKey : null,
-            RequestHash = Convert.ToHexString(SHA256.HashData(body)),
+            // Of the parsed request, not the raw bytes: the same request with other whitespace or key order is the same.
+            RequestHash = Convert.ToHexString(SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(request, JobPublisher.MessageJson))),
             Deadline = deadline,
             Request = JsonSerializer.Serialize(message, JobPublisher.MessageJson),
+            Queue = o.JobQueue,
         };
 
-        var (stored, created) = await store.CreateAsync(job, ct);
+        // With a cap, the count and the insert are one locked transaction (and a replay is answered before the cap).
+        var (capped, created) = o.MaxQueuedJobsPerTenant > 0
+            ? await store.CreateCappedAsync(job, o.MaxQueuedJobsPerTenant, ct)
+            : await store.CreateAsync(job, ct);
+        if (capped is not { } stored)
+        {
+            http.HttpContext.Response.Headers.RetryAfter = "5";
+            return Problems.Of(StatusCodes.Status429TooManyRequests, "Too many queued jobs",
+                $"This tenant already has {o.MaxQueuedJobsPerTenant} jobs waiting; retry when some have started.");
+        }
+
         if (!created && stored.RequestHash != job.RequestHash)
         {
             return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Idempotency-Key reused",

@@ -24,6 +24,14 @@ public static class ApiKeyAuthentication
         app.Use(async (context, next) =>
         {
             var admin = context.RequestServices.GetRequiredService<IOptions<ProducerOptions>>().Value.AdminKey;
+            if (string.IsNullOrEmpty(admin) && context.Request.Path.StartsWithSegments("/v1/admin"))
+            {
+                // Without an admin key there is nobody to manage keys: a key minted now would still open the API
+                // once keys are turned on.
+                await Deny(context, StatusCodes.Status404NotFound, "Not found", "API keys are off: set Producer:AdminKey to manage them.");
+                return;
+            }
+
             if (string.IsNullOrEmpty(admin) || !context.Request.Path.StartsWithSegments("/v1"))
             {
                 await next(context);

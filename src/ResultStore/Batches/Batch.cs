@@ -39,6 +39,13 @@ public sealed class Batch
     public DateTimeOffset? CancelledAt { get; set; }
     /// <summary>All lines have been sent to the broker (publishing resumes from unsent rows otherwise).</summary>
     public bool Published { get; set; }
+
+    /// <summary>
+    /// Last sign of life of this batch's ingestion (created, a chunk written, a slice of lines confirmed). A batch
+    /// still validating, or running with unpublished lines, whose heartbeat is older than the stall timeout is
+    /// resumed by the stalled-ingestion reaper, whatever became of the process or the Hangfire job that ran it.
+    /// </summary>
+    public DateTimeOffset? IngestionHeartbeatAt { get; set; }
 }
 
 /// <summary>OpenAI's batch statuses.</summary>

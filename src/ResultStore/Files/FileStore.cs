@@ -59,6 +59,28 @@ public sealed class FileStore(NpgsqlDataSource data, IDbContextFactory<LlmServin
         return file;
     }
 
+    /// <summary>Deletes a file and its content (one transaction). False when there was no such file.</summary>
+    public async Task<bool> DeleteAsync(string id, CancellationToken ct)
+    {
+        await using var connection = await data.OpenConnectionAsync(ct);
+        await using var transaction = await connection.BeginTransactionAsync(ct);
+        await using (var chunks = new NpgsqlCommand("DELETE FROM file_chunks WHERE file_id = $1", connection, transaction))
+        {
+            chunks.Parameters.AddWithValue(id);
+            await chunks.ExecuteNonQueryAsync(ct);
+        }
+
+        int deleted;
+        await using (var file = new NpgsqlCommand("DELETE FROM files WHERE id = $1", connection, transaction))
+        {
+            file.Parameters.AddWithValue(id);
+            deleted = await file.ExecuteNonQueryAsync(ct);
+        }
+
+        await transaction.CommitAsync(ct);
+        return deleted == 1;
+    }
+
     internal async Task DeleteChunksAsync(string id)
     {
         await using var command = data.CreateCommand("DELETE FROM file_chunks WHERE file_id = $1");
@@ -114,8 +136,9 @@ public sealed class FileStore(NpgsqlDataSource data, IDbContextFactory<LlmServin
         public async Task<StoredFile> CompleteAsync(CancellationToken ct)
         {
             await FlushAsync(ct);
-            _completed = true;
-            return await _store.CommitAsync(_file, ct);
+            var file = await _store.CommitAsync(_file, ct);
+            _completed = true; // only now: a failed commit leaves chunks that DisposeAsync must remove
+            return file;
         }
 
         public async ValueTask DisposeAsync()

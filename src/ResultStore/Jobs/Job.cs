@@ -61,6 +61,18 @@ public sealed class Job
 
     /// <summary>1-based line number in the batch's input file.</summary>
     public int? LineNumber { get; set; }
+
+    /// <summary>
+    /// The queue the job's message is sent to. Sweeps and the reaper republish only their own deployment's jobs, and
+    /// to this queue; null on rows written before it was recorded.
+    /// </summary>
+    public string? Queue { get; set; }
+
+    /// <summary>
+    /// While <c>running</c>: until when the claiming worker vouches for the job. Set at the claim and renewed by the
+    /// worker while it holds the job; once it lapses, the worker is gone or lost the job, and the reaper requeues it.
+    /// </summary>
+    public DateTimeOffset? LeaseExpiresAt { get; set; }
 }
 
 /// <summary>Tenants until API keys exist: every job belongs to the default tenant.</summary>

@@ -30,5 +30,10 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
         builder.HasIndex(j => j.Deadline)
             .HasDatabaseName("ix_jobs_queued_deadline")
             .HasFilter("status = 'queued' AND deadline IS NOT NULL");
+        builder.Property(j => j.Queue).HasMaxLength(255);
+        // The reaper looks for running jobs whose lease lapsed.
+        builder.HasIndex(j => j.LeaseExpiresAt)
+            .HasDatabaseName("ix_jobs_running_lease")
+            .HasFilter("status = 'running'");
     }
 }

@@ -20,7 +20,10 @@ public sealed record JobResult(string OutputText, string FinishReason, int Promp
 /// </summary>
 public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, TimeProvider clock)
 {
-    private static readonly string[] FinalStatuses = [JobStatuses.Succeeded, JobStatuses.Failed, JobStatuses.Cancelled, JobStatuses.Expired];
+    private static readonly string[] FinalStatuses = JobStatuses.Final;
+
+    /// <summary>The lease of a claim when the worker does not say.</summary>
+    public static readonly TimeSpan DefaultLease = TimeSpan.FromMinutes(2);
 
     /// <summary>
     /// Inserts a new job. When the tenant already has a job with the same idempotency key, returns that job
@@ -46,6 +49,39 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         }
     }
 
+    /// <summary>
+    /// Inserts a new interactive job unless the tenant already has <paramref name="maxQueued"/> interactive jobs
+    /// waiting (then <c>Job</c> is null). One transaction under a per-tenant advisory lock, so concurrent submits
+    /// cannot overrun the cap; a replay of an idempotency key is answered first and never counts against it.
+    /// </summary>
+    public async Task<(Job? Job, bool Created)> CreateCappedAsync(Job job, int maxQueued, CancellationToken ct)
+    {
+        job.CreatedAt = clock.GetUtcNow();
+        await using var outer = await contexts.CreateDbContextAsync(ct);
+        // The retrying execution strategy runs the whole transaction again on a transient failure, with a fresh context.
+        return await outer.Database.CreateExecutionStrategy().ExecuteAsync(async () =>
+        {
+            await using var db = await contexts.CreateDbContextAsync(ct);
+            await using var transaction = await db.Database.BeginTransactionAsync(ct);
+            await db.Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock(hashtextextended({"llmserving.queued:" + job.TenantId}, 0))", ct);
+            if (job.IdempotencyKey is not null
+                && await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.TenantId == job.TenantId && j.IdempotencyKey == job.IdempotencyKey, ct) is { } existing)
+            {
+                return (existing, false);
+            }
+
+            if (await db.Jobs.CountAsync(j => j.TenantId == job.TenantId && j.Status == JobStatuses.Queued && j.BatchId == null, ct) >= maxQueued)
+            {
+                return ((Job?)null, false);
+            }
+
+            db.Jobs.Add(job);
+            await db.SaveChangesAsync(ct);
+            await transaction.CommitAsync(ct);
+            return ((Job?)job, true);
+        });
+    }
+
     public async Task<Job?> FindAsync(Guid id, string tenantId, CancellationToken ct)
     {
         await using var db = await contexts.CreateDbContextAsync(ct);
@@ -69,19 +105,68 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     }
 
     /// <summary>
-    /// Accepted interactive jobs whose message the broker never confirmed, oldest first. (Batch lines are published,
-    /// resumably, by their batch's ingestion job.)
+    /// Accepted jobs of the given queues whose message the broker has not confirmed, oldest first: interactive jobs
+    /// (rows without a recorded queue count as <paramref name="jobQueue"/>'s), and lines of batches whose ingestion
+    /// has finished publishing (until then the ingestion job publishes them, resumably) that the reaper requeued.
     /// </summary>
-    public async Task<IReadOnlyList<Job>> FindUnpublishedAsync(TimeSpan minAge, int limit, CancellationToken ct)
+    public async Task<IReadOnlyList<Job>> FindUnpublishedAsync(string jobQueue, string batchJobQueue, TimeSpan minAge, int limit, CancellationToken ct)
     {
         var before = clock.GetUtcNow() - minAge;
         await using var db = await contexts.CreateDbContextAsync(ct);
         return await db.Jobs.AsNoTracking()
-            .Where(j => j.QueuedAt == null && j.Status == JobStatuses.Queued && j.CreatedAt <= before && j.BatchId == null)
+            .Where(j => j.QueuedAt == null && j.Status == JobStatuses.Queued && j.CreatedAt <= before)
+            .Where(j => (j.BatchId == null && (j.Queue == jobQueue || j.Queue == null))
+                        || (j.BatchId != null && j.Queue == batchJobQueue && db.Batches.Any(b => b.Id == j.BatchId && b.Published)))
             .OrderBy(j => j.CreatedAt)
             .Take(limit)
             .ToListAsync(ct);
     }
+
+    /// <summary>Extends the leases of the running jobs a worker holds. Returns how many it still holds.</summary>
+    public async Task<int> RenewLeasesAsync(IReadOnlyCollection<Guid> ids, TimeSpan lease, CancellationToken ct)
+    {
+        if (ids.Count == 0)
+        {
+            return 0;
+        }
+
+        var until = clock.GetUtcNow() + lease;
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        return await db.Jobs.Where(j => ids.Contains(j.Id) && j.Status == JobStatuses.Running)
+            .ExecuteUpdateAsync(s => s.SetProperty(j => j.LeaseExpiresAt, until), ct);
+    }
+
+    /// <summary>
+    /// Requeues running jobs of the given queues whose lease lapsed: no worker vouches for them any more (it died, or
+    /// its message was dead-lettered while PostgreSQL was down). They become <c>queued</c> with no <c>queued_at</c>, so
+    /// the publish sweep sends them again; <c>attempts</c> keeps counting. Returns their ids.
+    /// </summary>
+    public async Task<IReadOnlyList<Guid>> RequeueOrphanedAsync(string[] queues, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        return await db.Database.SqlQuery<Guid>($"""
+            UPDATE jobs AS j SET status = {JobStatuses.Queued}, queued_at = NULL, lease_expires_at = NULL
+            WHERE j.status = {JobStatuses.Running} AND j.lease_expires_at < {now} AND (j.queue = ANY({queues}) OR j.queue IS NULL)
+            RETURNING j.id AS "Value"
+            """).ToListAsync(ct);
+    }
+
+    /// <summary>
+    /// Marks queued jobs of <paramref name="queue"/> that the broker confirmed more than <paramref name="age"/> ago as
+    /// unsent again, so the sweep republishes them. Call it only when that queue holds no ready message: then their
+    /// message was lost (dead-lettered while PostgreSQL was down, or purged). Returns how many.
+    /// </summary>
+    public async Task<int> RequeueLostAsync(string queue, bool interactive, TimeSpan age, CancellationToken ct)
+    {
+        var before = clock.GetUtcNow() - age;
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        return await db.Jobs
+            .Where(j => j.Status == JobStatuses.Queued && j.QueuedAt != null && j.QueuedAt < before
+                        && (j.Queue == queue || (j.Queue == null && interactive && j.BatchId == null)))
+            .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, (DateTimeOffset?)null), ct);
+    }
+
 
     /// <summary>
     /// Claims a job for a worker in one statement: <c>queued</c> (or <c>running</c>, after a crash and redelivery)
@@ -97,9 +182,11 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     /// Whether a job already <c>running</c> may be claimed again: true for a redelivery (its worker died) or a retry,
     /// false for a fresh duplicate of the message while the first copy may still be running elsewhere.
     /// </param>
-    public async Task<Job?> TryStartAsync(Guid id, string workerId, CancellationToken ct, bool reclaimRunning = true)
+    /// <param name="lease">How long the claim holds without renewal (<see cref="RenewLeasesAsync"/>).</param>
+    public async Task<Job?> TryStartAsync(Guid id, string workerId, CancellationToken ct, bool reclaimRunning = true, TimeSpan? lease = null)
     {
         var now = clock.GetUtcNow();
+        var leaseUntil = now + (lease ?? DefaultLease);
         await using var db = await contexts.CreateDbContextAsync(ct);
         var rows = await db.Jobs.FromSql($"""
             UPDATE jobs AS j SET
@@ -108,6 +195,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
               queued_at = COALESCE(j.queued_at, {now}),
               attempts = j.attempts + CASE WHEN n.next = 'running' THEN 1 ELSE 0 END,
               worker_id = CASE WHEN n.next = 'running' THEN {workerId} ELSE j.worker_id END,
+              lease_expires_at = CASE WHEN n.next = 'running' THEN {leaseUntil} ELSE NULL END,
               finished_at = CASE WHEN n.next = 'running' THEN j.finished_at ELSE {now} END
             FROM (SELECT id,
                          CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'

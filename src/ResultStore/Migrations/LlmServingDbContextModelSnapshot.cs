@@ -94,6 +94,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("integer")
                         .HasColumnName("ingested_lines");
 
+                    b.Property<DateTimeOffset?>("IngestionHeartbeatAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("ingestion_heartbeat_at");
+
                     b.Property<string>("InputFileId")
                         .IsRequired()
                         .HasMaxLength(64)
@@ -266,6 +270,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("character varying(255)")
                         .HasColumnName("idempotency_key");
 
+                    b.Property<DateTimeOffset?>("LeaseExpiresAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("lease_expires_at");
+
                     b.Property<int?>("LineNumber")
                         .HasColumnType("integer")
                         .HasColumnName("line_number");
@@ -277,6 +285,11 @@ namespace LlmServing.ResultStore.Migrations
                     b.Property<int?>("PromptTokens")
                         .HasColumnType("integer")
                         .HasColumnName("prompt_tokens");
+
+                    b.Property<string>("Queue")
+                        .HasMaxLength(255)
+                        .HasColumnType("character varying(255)")
+                        .HasColumnName("queue");
 
                     b.Property<DateTimeOffset?>("QueuedAt")
                         .HasColumnType("timestamp with time zone")
@@ -323,6 +336,10 @@ namespace LlmServing.ResultStore.Migrations
                     b.HasIndex("Deadline")
                         .HasDatabaseName("ix_jobs_queued_deadline")
                         .HasFilter("status = 'queued' AND deadline IS NOT NULL");
+
+                    b.HasIndex("LeaseExpiresAt")
+                        .HasDatabaseName("ix_jobs_running_lease")
+                        .HasFilter("status = 'running'");
 
                     b.HasIndex("Status")
                         .HasDatabaseName("ix_jobs_status");
