@@ -251,9 +251,14 @@ public sealed class RecoveryTests
         var queue = $"llm-jobs-test-{TestServices.RunId}-claimlate";
         try
         {
-            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:ContextSize"] = "4096" });
-            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Inference:Slots"] = "1" });
-            var busy = await producer.Client.SubmitAsync(new { prompt = "Hold the only slot", max_tokens = 1500, ignore_eos = true });
+            // The busy job is far longer than the test needs; it is cancelled once the lines have been looked at.
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:ContextSize"] = "16384" });
+            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?>
+            {
+                ["Inference:Slots"] = "1",
+                ["Inference:ContextSize"] = "16384",
+            });
+            var busy = await producer.Client.SubmitAsync(new { prompt = "Hold the only slot", max_tokens = 16000, ignore_eos = true });
             await producer.Client.WaitForStatusAsync(busy.Id, JobStatuses.Running);
             var batch = await producer.Client.CreateBatchAsync(await producer.Client.UploadAsync(
                 string.Join("\n", Enumerable.Range(0, 3).Select(i => BatchApi.ChatLine($"w{i}", "wait", maxTokens: 2)))));
