@@ -22,7 +22,7 @@ public static class MixedBenchmark
         });
         using var model = new LlamaModel(options, NullLoggerFactory.Instance, NullLogger<LlamaModel>.Instance);
         await model.StartAsync(CancellationToken.None);
-        using var scheduler = new BatchScheduler(model, options, NullLogger<BatchScheduler>.Instance);
+        using var scheduler = new BatchScheduler(model, options, [], NullLogger<BatchScheduler>.Instance);
         await scheduler.StartAsync(CancellationToken.None);
         var prompt = Workload.PromptText(promptTokens);
         var clock = Stopwatch.StartNew();

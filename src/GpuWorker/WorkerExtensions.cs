@@ -37,6 +37,7 @@ public static class WorkerExtensions
             builder.Services.AddHostedService(sp => sp.GetRequiredService<LlamaModel>());
             builder.Services.AddSingleton<BatchScheduler>();
             builder.Services.AddSingleton<IGenerator>(sp => sp.GetRequiredService<BatchScheduler>());
+            builder.Services.AddSingleton<ISchedulerState>(sp => sp.GetRequiredService<BatchScheduler>());
             builder.Services.AddHostedService(sp => sp.GetRequiredService<BatchScheduler>());
             builder.Services.AddHostedService<WorkerWarmup>(); // before MassTransit starts consuming
             builder.Services.AddHostedService<CancellationWatcher>();

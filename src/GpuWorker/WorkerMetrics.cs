@@ -8,7 +8,7 @@ namespace LlmServing.GpuWorker;
 /// Prometheus metrics of one worker on <c>http://*:{Worker:MetricsPort}/metrics</c> (off when the port is 0):
 /// active sequences, peak, decode steps, generated tokens (rate() of it is tokens/s), completed sequences.
 /// </summary>
-public sealed class WorkerMetrics(BatchScheduler scheduler, IOptions<WorkerOptions> options, ILogger<WorkerMetrics> logger) : IHostedService
+public sealed class WorkerMetrics(ISchedulerState scheduler, IOptions<WorkerOptions> options, ILogger<WorkerMetrics> logger) : IHostedService
 {
     private KestrelMetricServer? _server;
 

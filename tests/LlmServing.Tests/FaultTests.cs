@@ -16,7 +16,7 @@ public sealed class FaultTests
         try
         {
             await using var producer = await ProducerInstance.StartAsync(queue);
-            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Inference:FaultInjectionMarker"] = "POISON" });
+            await using var worker = await WorkerInstance.StartAsync(queue, services: EngineFaults.Poison("POISON"));
             var poison = await producer.Client.SubmitAsync(new { prompt = "This is POISON", max_tokens = 4 });
             var healthy = await producer.Client.SubmitAsync(new { prompt = "This is fine", max_tokens = 4 });
 

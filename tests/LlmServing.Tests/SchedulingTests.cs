@@ -94,13 +94,14 @@ public sealed class SchedulingTests
     public async Task ShouldCompleteEveryJobExactlyOnce_WhenADecodeFailsAndTheExecutorIsRebuilt()
     {
         var queue = Queue("decode-failure");
+        var faults = new DecodeFaults();
         await using var producer = await ProducerInstance.StartAsync(queue);
-        await using var worker = await WorkerInstance.StartAsync(queue);
+        await using var worker = await WorkerInstance.StartAsync(queue, services: EngineFaults.Decode(faults));
         var request = (int i) => new { prompt = $"Rebuild {i}", max_tokens = 200, temperature = 0 };
         var accepted = await Task.WhenAll(Enumerable.Range(0, 6).Select(i => producer.Client.SubmitAsync(request(i))));
         await Eventually.WaitUntilAsync(() => Task.FromResult(worker.Scheduler.Counters.TokensGenerated > 50));
 
-        worker.Scheduler.FailNextDecode();
+        faults.FailNext();
         var jobs = await Task.WhenAll(accepted.Select(a => producer.Client.WaitForFinalAsync(a.Id)));
         // The same greedy requests again, undisturbed: the rebuilt runs must have produced exactly these.
         var reruns = await Task.WhenAll(Enumerable.Range(0, 6).Select(async i =>

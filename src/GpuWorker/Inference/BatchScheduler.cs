@@ -1,84 +1,40 @@
-using System.Collections.Concurrent;
-using System.Diagnostics;
-using System.Text;
-using System.Threading.Channels;
-using LLama;
 using LLama.Batched;
 using LLama.Native;
-using LLama.Sampling;
 using Microsoft.Extensions.Options;
 
 namespace LlmServing.GpuWorker.Inference;
 
 /// <summary>
-/// Continuous batching over one llama.cpp <see cref="BatchedExecutor"/>: every step is one <c>llama_decode</c>
-/// for all active sequences; a finished sequence frees its slot and KV cells at once and the next waiting request
-/// joins the following step (its prefill shares the step with the running decodes). Admission is bounded by the
-/// slots and by the KV budget: a request enters only while the context can hold every active prompt plus its
-/// <c>max_tokens</c>, so a step never runs out of KV cells in normal operation.
-/// The executor is not thread-safe: this loop is its only user.
+/// Continuous batching over one llama.cpp <see cref="BatchedExecutor"/>. Each turn of the loop is admit, infer,
+/// sample (vLLM's schedule, execute, update): requests from the <see cref="AdmissionQueue"/> take free slots while the
+/// KV budget allows (<see cref="AdmissionPolicy"/>), one <c>llama_decode</c> runs every active sequence (a new
+/// prompt's prefill shares the step with the running decodes), and every sequence that needs a token samples one
+/// and ends on EOS, a stop string, <c>max_tokens</c>, its time limit or a cancel. A finished sequence frees its slot
+/// and KV cells at once. The executor is not thread-safe: this loop is its only user.
 /// </summary>
 public sealed class BatchScheduler(
     LlamaModel model,
     IOptions<InferenceOptions> options,
-    ILogger<BatchScheduler> logger) : BackgroundService, IGenerator
+    IEnumerable<IDecodeResultFilter> decodeFilters,
+    ILogger<BatchScheduler> logger) : BackgroundService, IGenerator, ISchedulerState
 {
-    // Two lanes: interactive requests are admitted before batch lines whenever a slot frees.
-    private readonly Channel<Pending> _incoming = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly Channel<Pending> _batch = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly LinkedList<Pending> _retry = new();
-    private readonly ConcurrentDictionary<Guid, Pending> _byJob = new();
+    private readonly AdmissionQueue _queue = new();
     private readonly InferenceOptions _options = options.Value;
-    private int _failNextDecode;
+    private readonly IDecodeResultFilter[] _decodeFilters = [.. decodeFilters];
 
     public SchedulerCounters Counters { get; } = new();
 
-    /// <summary>Jobs waiting for or holding a slot.</summary>
-    public IReadOnlyCollection<Guid> JobIds => [.. _byJob.Keys];
+    public IReadOnlyCollection<Guid> JobIds => _queue.JobIds;
 
-    /// <summary>When the scheduler last held a request (now, while it holds any).</summary>
-    public DateTimeOffset LastBusyAt => _byJob.IsEmpty ? new DateTimeOffset(Interlocked.Read(ref _lastBusyTicks), TimeSpan.Zero) : DateTimeOffset.UtcNow;
+    public DateTimeOffset LastBusyAt => _queue.LastBusyAt;
 
-    private long _lastBusyTicks = DateTimeOffset.UtcNow.UtcTicks;
-
-    public Task<GenerationOutcome> GenerateAsync(GenerationRequest request, CancellationToken ct)
-    {
-        var pending = new Pending(request, ct);
-        _byJob[request.JobId] = pending;
-        pending.Completion.Task.ContinueWith(
-            _ =>
-            {
-                _byJob.TryRemove(new KeyValuePair<Guid, Pending>(request.JobId, pending));
-                Interlocked.Exchange(ref _lastBusyTicks, DateTimeOffset.UtcNow.UtcTicks);
-            },
-            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        if (!(request.IsBatch ? _batch : _incoming).Writer.TryWrite(pending))
-        {
-            pending.Completion.TrySetCanceled();
-            throw new OperationCanceledException("The scheduler is stopping.");
-        }
-
-        return pending.Completion.Task;
-    }
+    public Task<GenerationOutcome> GenerateAsync(GenerationRequest request, CancellationToken ct) => _queue.Enqueue(request, ct);
 
     /// <summary>
     /// A user cancelled the job: a waiting request ends before it starts, a running sequence is dropped at the next
     /// step; either way the outcome has finish reason <c>cancelled</c> and the text generated so far.
     /// </summary>
-    public bool RequestCancel(Guid jobId)
-    {
-        if (!_byJob.TryGetValue(jobId, out var pending))
-        {
-            return false;
-        }
-
-        pending.CancelRequested = true;
-        _incoming.Writer.TryWrite(Pending.Wake); // an idle loop re-checks its queue
-        return true;
-    }
-
-    /// <summary>Fault injection for tests: the next decode step is treated as failed (as a NoKvSlot would be).</summary>
-    public void FailNextDecode() => Interlocked.Exchange(ref _failNextDecode, 1);
+    public bool RequestCancel(Guid jobId) => _queue.RequestCancel(jobId);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -86,7 +42,7 @@ public sealed class BatchScheduler(
         await Task.Yield();
         var renderer = new PromptRenderer(model.Weights);
         var executor = new BatchedExecutor(model.Weights, model.Parameters);
-        var active = new List<Active>();
+        var active = new List<ActiveSequence>();
         try
         {
             while (!stoppingToken.IsCancellationRequested)
@@ -95,23 +51,11 @@ public sealed class BatchScheduler(
                 if (active.Count == 0)
                 {
                     Counters.Idle();
-                    if (_retry.Count == 0)
-                    {
-                        await Task.WhenAny(
-                            _incoming.Reader.WaitToReadAsync(stoppingToken).AsTask(),
-                            _batch.Reader.WaitToReadAsync(stoppingToken).AsTask());
-                        stoppingToken.ThrowIfCancellationRequested();
-                    }
-
+                    await _queue.WaitAsync(stoppingToken);
                     continue;
                 }
 
-                var result = await executor.Infer(stoppingToken);
-                if (Interlocked.Exchange(ref _failNextDecode, 0) == 1)
-                {
-                    result = DecodeResult.NoKvSlot;
-                }
-
+                var result = await InferAsync(executor, stoppingToken);
                 if (result != DecodeResult.Ok)
                 {
                     executor = Rebuild(executor, active, result);
@@ -119,7 +63,7 @@ public sealed class BatchScheduler(
                 }
 
                 Counters.Step(active.Count);
-                SampleAll(executor, active);
+                Sample(executor.Model.Vocab, active);
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -128,22 +72,11 @@ public sealed class BatchScheduler(
         }
         finally
         {
-            _incoming.Writer.TryComplete();
-            _batch.Writer.TryComplete();
+            _queue.Close(stoppingToken);
             foreach (var s in active)
             {
                 s.Dispose();
                 s.Pending.Completion.TrySetCanceled(stoppingToken);
-            }
-
-            foreach (var p in _retry)
-            {
-                p.Completion.TrySetCanceled(stoppingToken);
-            }
-
-            while (_incoming.Reader.TryRead(out var p) || _batch.Reader.TryRead(out p))
-            {
-                p.Completion.TrySetCanceled(stoppingToken);
             }
 
             Counters.Idle();
@@ -151,80 +84,81 @@ public sealed class BatchScheduler(
         }
     }
 
-    private void Admit(BatchedExecutor executor, PromptRenderer renderer, List<Active> active)
+    private void Admit(BatchedExecutor executor, PromptRenderer renderer, List<ActiveSequence> active)
     {
-        var reserved = active.Sum(s => s.Reserved);
         if (_options.Scheduling == SchedulingMode.Static && active.Count > 0)
         {
             return; // static batches: nothing joins until the whole batch has finished
         }
 
-        while (active.Count < _options.Slots && TryPeek(out var pending))
+        var reserved = active.Sum(s => s.Reserved);
+        while (active.Count < _options.Slots && _queue.TryPeek(out var pending))
         {
-            if (pending == Pending.Wake || pending.Completion.Task.IsCompleted)
+            if (pending == PendingRequest.Wake || pending.IsAbandoned)
             {
-                Dequeue(pending);
+                _queue.Dequeue(pending);
                 continue;
             }
 
             if (pending.CancelRequested)
             {
-                Dequeue(pending);
+                _queue.Dequeue(pending);
                 pending.Complete(new GenerationOutcome("", "cancelled", pending.Tokens?.Length ?? 0, 0));
                 continue;
             }
 
             try
             {
-                if (_options.FaultInjectionMarker is { Length: > 0 } marker
-                    && (pending.Request.Prompt?.Contains(marker, StringComparison.Ordinal) == true
-                        || pending.Request.Messages?.Any(m => m.Content.Contains(marker, StringComparison.Ordinal)) == true))
-                {
-                    throw new InvalidOperationException($"Fault injection: the request contains '{marker}'.");
-                }
-
                 pending.Tokens ??= renderer.Render(pending.Request, executor.Context);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 // One request that breaks the engine must not stop the loop that serves every other request.
-                Dequeue(pending);
+                _queue.Dequeue(pending);
                 pending.Fail(e);
                 continue;
             }
 
             var maxTokens = pending.Request.Parameters.MaxTokens;
-            var need = pending.Tokens.Length + maxTokens;
-            if (need > _options.ContextSize)
+            var decision = AdmissionPolicy.Decide(pending.Tokens.Length, maxTokens, reserved, active.Count, _options.ContextSize);
+            if (decision == Admission.Wait)
             {
-                Dequeue(pending);
+                break; // waits for KV cells to be freed by a finishing sequence
+            }
+
+            _queue.Dequeue(pending);
+            if (decision == Admission.Reject)
+            {
                 pending.Complete(GenerationOutcome.Failed(
                     $"The prompt ({pending.Tokens.Length} tokens) plus max_tokens ({maxTokens}) does not fit the " +
                     $"worker's context of {_options.ContextSize} tokens.", pending.Tokens.Length));
                 continue;
             }
 
-            if (reserved + need > _options.ContextSize && active.Count > 0)
-            {
-                break; // waits for KV cells to be freed by a finishing sequence
-            }
-
-            Dequeue(pending);
-            var conversation = executor.Create();
-            conversation.Prompt(pending.Tokens);
-            active.Add(new Active(pending, conversation, CreateSampler(pending.Request), new StreamingTokenDecoder(executor.Context), need));
+            var need = pending.Tokens.Length + maxTokens;
+            active.Add(ActiveSequence.Start(executor, pending, need));
             reserved += need;
             Counters.Reserved(reserved);
         }
     }
 
-    private void SampleAll(BatchedExecutor executor, List<Active> active)
+    private async Task<DecodeResult> InferAsync(BatchedExecutor executor, CancellationToken ct)
     {
-        var vocab = executor.Model.Vocab;
+        var result = await executor.Infer(ct);
+        foreach (var filter in _decodeFilters)
+        {
+            result = filter.Filter(result);
+        }
+
+        return result;
+    }
+
+    private void Sample(LLama.Native.SafeLlamaModelHandle.Vocabulary vocab, List<ActiveSequence> active)
+    {
         for (var i = active.Count - 1; i >= 0; i--)
         {
             var s = active[i];
-            if (s.Pending.Completion.Task.IsCompleted)
+            if (s.Pending.IsAbandoned)
             {
                 // Cancelled by its consumer: drop the sequence and free its slot now.
                 s.Dispose();
@@ -232,15 +166,9 @@ public sealed class BatchScheduler(
                 continue;
             }
 
-            if (s.Pending.CancelRequested)
+            if (s.EndBeforeSampling() is { } early)
             {
-                Finish(s, active, i, "cancelled");
-                continue;
-            }
-
-            if (s.Pending.Request.Parameters.MaxGenerationSeconds is { } limit && s.Elapsed.TotalSeconds >= limit)
-            {
-                Finish(s, active, i, "time_limit");
+                Finish(active, i, early);
                 continue;
             }
 
@@ -252,22 +180,14 @@ public sealed class BatchScheduler(
             var token = s.Conversation.Sample(s.Sampler);
             if (token.IsEndOfGeneration(vocab) && !s.Pending.Request.Parameters.IgnoreEos)
             {
-                Finish(s, active, i, "stop");
+                Finish(active, i, "stop");
                 continue;
             }
 
             Counters.Token();
-            s.Generated++;
-            s.Decoder.Add(token);
-            var before = s.Text.Length;
-            s.Text.Append(s.Decoder.Read());
-            if (s.HitStop(before))
+            if (s.Accept(token) is { } reason)
             {
-                Finish(s, active, i, "stop");
-            }
-            else if (s.Generated >= s.Pending.Request.Parameters.MaxTokens)
-            {
-                Finish(s, active, i, "length");
+                Finish(active, i, reason);
             }
             else
             {
@@ -276,19 +196,20 @@ public sealed class BatchScheduler(
         }
     }
 
-    private void Finish(Active s, List<Active> active, int index, string reason)
+    private void Finish(List<ActiveSequence> active, int index, string reason)
     {
+        var s = active[index];
         s.Dispose();
         active.RemoveAt(index);
         Counters.Completed();
-        s.Pending.Complete(new GenerationOutcome(s.Text.ToString(), reason, s.Pending.Tokens!.Length, s.Generated));
+        s.Pending.Complete(s.Outcome(reason));
     }
 
     /// <summary>
     /// After a failed decode the failed batch stays queued inside the executor, so it cannot be reused: free every
     /// sequence, build a new executor and run the affected requests again from their prompts.
     /// </summary>
-    private BatchedExecutor Rebuild(BatchedExecutor executor, List<Active> active, DecodeResult result)
+    private BatchedExecutor Rebuild(BatchedExecutor executor, List<ActiveSequence> active, DecodeResult result)
     {
         Counters.DecodeFailed();
         logger.LogWarning("llama_decode failed ({Result}) with {Count} active sequences; rebuilding the executor", result, active.Count);
@@ -302,139 +223,12 @@ public sealed class BatchScheduler(
             }
             else
             {
-                _retry.AddFirst(s.Pending);
+                _queue.Retry(s.Pending);
             }
         }
 
         active.Clear();
         executor.Dispose();
         return new BatchedExecutor(model.Weights, model.Parameters);
-    }
-
-    private static ISamplingPipeline CreateSampler(GenerationRequest request)
-    {
-        var p = request.Parameters;
-        if (p.Temperature <= 0f && !p.IgnoreEos)
-        {
-            return new GreedySamplingPipeline();
-        }
-
-        // Temperature 0 in this pipeline is greedy too; PreventEOS gives the end-of-generation tokens no chance.
-        return new DefaultSamplingPipeline
-        {
-            PreventEOS = p.IgnoreEos,
-            Temperature = p.Temperature,
-            TopP = p.TopP,
-            TopK = 0,
-            MinP = 0f,
-            RepeatPenalty = 1f,
-            Seed = p.Seed ?? (uint)Random.Shared.Next(),
-        };
-    }
-
-    private bool TryPeek(out Pending pending)
-    {
-        if (_retry.First is { } first)
-        {
-            pending = first.Value;
-            return true;
-        }
-
-        return _incoming.Reader.TryPeek(out pending!) || _batch.Reader.TryPeek(out pending!);
-    }
-
-    private void Dequeue(Pending pending)
-    {
-        if (_retry.First?.Value == pending)
-        {
-            _retry.RemoveFirst();
-        }
-        else if (_incoming.Reader.TryPeek(out var head) && head == pending)
-        {
-            _incoming.Reader.TryRead(out _);
-        }
-        else
-        {
-            _batch.Reader.TryRead(out _);
-        }
-    }
-
-    private sealed class Pending
-    {
-        /// <summary>Queued by <see cref="RequestCancel"/> to wake an idle loop; never run.</summary>
-        public static readonly Pending Wake = new(new GenerationRequest(Guid.Empty, "", null, new() { MaxTokens = 1 }), CancellationToken.None);
-
-        private readonly CancellationTokenRegistration _registration;
-
-        public Pending(GenerationRequest request, CancellationToken ct)
-        {
-            Request = request;
-            _registration = ct.Register(() => Completion.TrySetCanceled(ct));
-        }
-
-        public GenerationRequest Request { get; }
-
-        public TaskCompletionSource<GenerationOutcome> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public LLamaToken[]? Tokens { get; set; }
-
-        public int DecodeFailures { get; set; }
-
-        public volatile bool CancelRequested;
-
-        public void Complete(GenerationOutcome outcome)
-        {
-            _registration.Dispose();
-            Completion.TrySetResult(outcome);
-        }
-
-        public void Fail(Exception error)
-        {
-            _registration.Dispose();
-            Completion.TrySetException(error);
-        }
-    }
-
-    private sealed class Active(Pending pending, Conversation conversation, ISamplingPipeline sampler, StreamingTokenDecoder decoder, int reserved)
-    {
-        private readonly long _started = Stopwatch.GetTimestamp();
-
-        public Pending Pending { get; } = pending;
-        public Conversation Conversation { get; } = conversation;
-        public ISamplingPipeline Sampler { get; } = sampler;
-        public StreamingTokenDecoder Decoder { get; } = decoder;
-        public int Reserved { get; } = reserved;
-        public StringBuilder Text { get; } = new();
-        public int Generated { get; set; }
-        public TimeSpan Elapsed => Stopwatch.GetElapsedTime(_started);
-
-        /// <summary>Cuts the text before the first stop string, looking only where new text could complete one.</summary>
-        public bool HitStop(int previousLength)
-        {
-            var cut = -1;
-            foreach (var stop in Pending.Request.Parameters.Stop)
-            {
-                var from = Math.Max(0, previousLength - stop.Length + 1);
-                var at = Text.ToString(from, Text.Length - from).IndexOf(stop, StringComparison.Ordinal);
-                if (at >= 0 && (cut < 0 || from + at < cut))
-                {
-                    cut = from + at;
-                }
-            }
-
-            if (cut < 0)
-            {
-                return false;
-            }
-
-            Text.Length = cut;
-            return true;
-        }
-
-        public void Dispose()
-        {
-            Conversation.Dispose();
-            Sampler.Dispose();
-        }
     }
 }

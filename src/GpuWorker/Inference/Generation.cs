@@ -32,6 +32,33 @@ public interface IGenerator
     /// next decode step and throws <see cref="OperationCanceledException"/>.
     /// </summary>
     Task<GenerationOutcome> GenerateAsync(GenerationRequest request, CancellationToken ct);
+
+    /// <summary>
+    /// A user cancelled the job: a waiting request ends before it starts, a running one stops at its next step, with
+    /// finish reason <c>cancelled</c> and the text so far. False when this generator does not hold the job.
+    /// </summary>
+    bool RequestCancel(Guid jobId) => false;
+}
+
+/// <summary>What the worker's housekeeping (idle shutdown, cancellation, metrics) may read of the scheduler.</summary>
+public interface ISchedulerState
+{
+    SchedulerCounters Counters { get; }
+
+    /// <summary>Jobs waiting for or holding a slot.</summary>
+    IReadOnlyCollection<Guid> JobIds { get; }
+
+    /// <summary>When the scheduler last held a request (now, while it holds any).</summary>
+    DateTimeOffset LastBusyAt { get; }
+}
+
+/// <summary>
+/// Sees each decode result before the scheduler acts on it. Production registers none; the test harness registers
+/// one that turns a step into a failure, to prove the executor rebuild.
+/// </summary>
+public interface IDecodeResultFilter
+{
+    LLama.Native.DecodeResult Filter(LLama.Native.DecodeResult result);
 }
 
 /// <summary>Counters of the batch scheduler, for tests, logs and metrics.</summary>

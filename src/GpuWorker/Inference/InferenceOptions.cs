@@ -45,12 +45,6 @@ public sealed class InferenceOptions : IValidatableObject
     /// </summary>
     public SchedulingMode Scheduling { get; set; } = SchedulingMode.Continuous;
 
-    /// <summary>
-    /// Fault injection for tests: a request whose text contains this marker makes the engine throw, every time (a
-    /// poison job). Empty (the default) in every real deployment.
-    /// </summary>
-    public string FaultInjectionMarker { get; set; } = "";
-
     public int EffectiveThreads => Threads > 0 ? Threads : Math.Max(1, Environment.ProcessorCount - 1);
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)

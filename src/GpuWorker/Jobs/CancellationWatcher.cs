@@ -10,7 +10,8 @@ namespace LlmServing.GpuWorker.Jobs;
 /// broker topology, and nothing is missed if a worker was busy or restarting when the cancel arrived.
 /// </summary>
 public sealed class CancellationWatcher(
-    BatchScheduler scheduler,
+    ISchedulerState scheduler,
+    IGenerator generator,
     JobStore jobs,
     IOptions<WorkerOptions> options,
     ILogger<CancellationWatcher> logger) : BackgroundService
@@ -25,7 +26,7 @@ public sealed class CancellationWatcher(
                 var held = scheduler.JobIds;
                 foreach (var id in await jobs.FindCancelRequestedAsync(held, stoppingToken))
                 {
-                    if (scheduler.RequestCancel(id))
+                    if (generator.RequestCancel(id))
                     {
                         logger.LogInformation("Job {JobId}: cancel requested, dropping it at the next step", id);
                     }

@@ -9,7 +9,7 @@ namespace LlmServing.GpuWorker.Jobs;
 /// An autoscaler therefore never has to kill a worker to scale down.
 /// </summary>
 public sealed class IdleShutdown(
-    BatchScheduler scheduler,
+    ISchedulerState scheduler,
     IHostApplicationLifetime lifetime,
     IOptions<WorkerOptions> options,
     ILogger<IdleShutdown> logger) : BackgroundService

@@ -87,7 +87,10 @@ public sealed class WorkerInstance : IAsyncDisposable
 
     public BatchScheduler Scheduler => _host.Services.GetRequiredService<BatchScheduler>();
 
-    public static async Task<WorkerInstance> StartAsync(string queue, IDictionary<string, string?>? settings = null)
+    /// <param name="queue">The job queue (and, with "-batch", the batch queue) it consumes.</param>
+    /// <param name="settings">Configuration over the test defaults.</param>
+    /// <param name="services">Extra registrations, e.g. the engine fault injectors of <see cref="EngineFaults"/>.</param>
+    public static async Task<WorkerInstance> StartAsync(string queue, IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {
@@ -107,6 +110,7 @@ public sealed class WorkerInstance : IAsyncDisposable
         }, settings));
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.AddGpuWorker();
+        services?.Invoke(builder.Services);
         var host = builder.Build();
         await host.StartAsync();
         return new WorkerInstance(host);

@@ -27,6 +27,22 @@ public sealed class TestServices
 
     public static string RunId { get; } = Guid.NewGuid().ToString("N")[..8];
 
+    /// <summary>
+    /// The trained TinyStories 260K model (real English), never committed: <c>LLMSERVING_STORIES_MODEL</c>, else
+    /// <c>../shared/models/stories260K.gguf</c> beside the checkout. Tests that assert real text fail without it.
+    /// </summary>
+    public static string StoriesModelPath
+    {
+        get
+        {
+            var path = Environment.GetEnvironmentVariable("LLMSERVING_STORIES_MODEL") is { Length: > 0 } configured
+                ? configured
+                : Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory, "../../../../../../shared/models/stories260K.gguf"));
+            Assert.That(File.Exists(path), Is.True, $"the trained model is missing: {path} (set LLMSERVING_STORIES_MODEL)");
+            return path;
+        }
+    }
+
     [OneTimeSetUp]
     public async Task StartAsync()
     {
