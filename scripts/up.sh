@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Starts the whole stack and leaves it running: RabbitMQ + PostgreSQL (scripts/services.sh), the Producer API and
-# one GPU worker on the generated model (or $LLMSERVING_MODEL). Prints the API URL. Stop it with scripts/down.sh.
+# one GPU worker on TinyStories 260K when it can be found or fetched, else the generated model (or $LLMSERVING_MODEL). Prints the API URL. Stop it with scripts/down.sh.
 source "$(dirname "$0")/common.sh"
 
 bash scripts/services.sh
 "$ROOT/scripts/down.sh" >/dev/null 2>&1 || true
 echo "[llmserving] building (Release)" >&2
 dotnet build LlmServing.sln -c Release -v quiet -nologo ${LLMSERVING_BUILD_ARGS:-} >/dev/null
-if [ ! -f "$MODEL" ]; then
+resolve_model
+if [ "$MODEL" = "$GENERATED_MODEL" ] && [ ! -f "$MODEL" ]; then
   dotnet run --no-build -c Release --project src/ModelGen -- --out "$MODEL" >&2
 fi
+# The Producer bounds max_tokens by the workers' context: TinyStories was trained on 512 tokens.
+case "$MODEL" in *stories260K*) export Inference__ContextSize="${Inference__ContextSize:-512}" Producer__ContextSize="${Producer__ContextSize:-512}" ;; esac
 
 mkdir -p "$RUN_DIR"
 export Inference__ModelPath="$MODEL"

@@ -49,14 +49,15 @@ async Task<int> DemoAsync()
 {
     var count = int.Parse(options.GetValueOrDefault("jobs") ?? "6", CultureInfo.InvariantCulture);
     var maxTokens = int.Parse(options.GetValueOrDefault("max-tokens") ?? "48", CultureInfo.InvariantCulture);
+    // Story openings: the demo's default model is TinyStories 260K (plain completion, no chat template).
     string[] prompts =
     [
-        "Summarise why a queue in front of a GPU keeps it busy.",
-        "List three things a batch worker must never lose.",
-        "Explain continuous batching in one sentence.",
-        "What is the capital of France?",
-        "Write a haiku about idle GPUs.",
-        "Translate 'hello world' into Spanish.",
+        "Once upon a time",
+        "Tom had a red ball.",
+        "Lily went to the park with her mom.",
+        "One day, a little dog",
+        "The sun was shining and",
+        "Sam wanted to build a big tower.",
     ];
     Console.WriteLine($"Submitting {count} jobs to {api} (max_tokens {maxTokens}) ...");
     var clock = Stopwatch.StartNew();
@@ -64,7 +65,7 @@ async Task<int> DemoAsync()
     {
         object body = i % 2 == 0
             ? new { prompt = prompts[i % prompts.Length], max_tokens = maxTokens, temperature = 0.8, seed = i }
-            : new { messages = new[] { new { role = "user", content = prompts[i % prompts.Length] } }, max_tokens = maxTokens, temperature = 0 };
+            : new { prompt = prompts[i % prompts.Length], max_tokens = maxTokens, temperature = 0.0, seed = i };
         using var response = await http.PostAsJsonAsync("/v1/jobs", body);
         var node = await ReadAsync(response);
         return node["id"]!.GetValue<string>();

@@ -61,4 +61,22 @@ public sealed record GenerationParameters
 
     /// <summary>Generation time limit in seconds; the output so far is kept with finish reason <c>time_limit</c>.</summary>
     public int? MaxGenerationSeconds { get; init; }
+
+    /// <summary>Sample only among the k most likely tokens; 0 = off.</summary>
+    public int TopK { get; init; }
+
+    /// <summary>Drop tokens less likely than this fraction of the most likely one; 0 = off.</summary>
+    public float MinP { get; init; }
+
+    /// <summary>OpenAI's frequency penalty, -2..2; 0 = off.</summary>
+    public float FrequencyPenalty { get; init; }
+
+    /// <summary>OpenAI's presence penalty, -2..2; 0 = off.</summary>
+    public float PresencePenalty { get; init; }
+
+    /// <summary>llama.cpp's repetition penalty (divides the logits of recent tokens); 1 = off.</summary>
+    public float RepetitionPenalty { get; init; } = 1f;
+
+    /// <summary>Added to the logits of these token ids, -100..100 (-100 bans a token, 100 forces it).</summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 }

@@ -80,6 +80,7 @@ public static class ProducerExtensions
                 x.UsingRabbitMq((_, cfg) => cfg.Host(new Uri(rabbit)));
             });
         }
+        builder.Services.AddSingleton<InvalidKeyLimiter>();
         builder.Services.AddSingleton<JobQueueDeclarer>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobQueueDeclarer>());
         builder.Services.AddSingleton<JobPublisher>();

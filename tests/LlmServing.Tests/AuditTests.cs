@@ -223,6 +223,24 @@ public sealed class AuditTests
         Assert.That(error!.Message, Does.Contain("Producer__AdminKey"));
     }
 
+    [Test]
+    public async Task ShouldAnswer429_WhenOneAddressKeepsSendingUnknownKeys()
+    {
+        await using var producer = await ProducerInstance.StartAsync($"llm-jobs-test-{TestServices.RunId}-badkeys",
+            new Dictionary<string, string?> { ["Producer:AdminKey"] = "admin-secret-for-bad-keys" });
+        var statuses = new List<int>();
+        for (var i = 0; i < 25; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/jobs/{Guid.NewGuid()}");
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", $"lls_guess_{i}");
+            using var response = await producer.Client.SendAsync(request);
+            statuses.Add((int)response.StatusCode);
+        }
+
+        Assert.That(statuses.Take(20), Is.All.EqualTo(401));
+        Assert.That(statuses.Skip(20), Is.All.EqualTo(429), "refused without a database lookup once over the limit");
+    }
+
     /// <summary>
     /// Other fixtures leave queued jobs of the default tenant behind; they are parked as cancelled for the cap test
     /// (the returned scope is only for symmetry: nothing to restore).

@@ -51,6 +51,19 @@ public sealed class BadInputTests
         yield return Case("TooManyStopStrings", """{"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}""", 422, "stop", "At most 4");
         yield return Case("QueueTimeoutIsZero", """{"prompt": "a", "queue_timeout_seconds": 0}""", 422, "queue_timeout_seconds", "between 1 and 604800");
         yield return Case("GenerationLimitIsOverAnHour", """{"prompt": "a", "max_generation_seconds": 5000}""", 422, "max_generation_seconds", "between 1 and 3600");
+        yield return Case("SeveralChoicesAreAsked", """{"prompt": "a", "n": 4}""", 422, "n", "'n' other than 1");
+        yield return Case("ToolsAreGiven", """{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}""", 422, "tools", "tool and function calling");
+        yield return Case("AJsonSchemaIsAsked", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}""", 422, "response_format", "structured output");
+        yield return Case("StreamingIsAsked", """{"prompt": "a", "stream": true}""", 422, "stream", "whole result");
+        yield return Case("LogprobsAreAsked", """{"prompt": "a", "logprobs": true, "top_logprobs": 3}""", 422, "logprobs", "not supported yet");
+        yield return Case("AFieldIsUnknown", """{"prompt": "a", "frobnicate": 1}""", 422, "frobnicate", "not a supported field");
+        yield return Case("TopKIsNegative", """{"prompt": "a", "top_k": -1}""", 422, "top_k", "between 0 (off) and 1000");
+        yield return Case("MinPIsAboveOne", """{"prompt": "a", "min_p": 1.5}""", 422, "min_p", "between 0 and 1");
+        yield return Case("FrequencyPenaltyIsAboveTwo", """{"prompt": "a", "frequency_penalty": 2.5}""", 422, "frequency_penalty", "between -2 and 2");
+        yield return Case("RepetitionPenaltyIsZero", """{"prompt": "a", "repetition_penalty": 0}""", 422, "repetition_penalty", "greater than 0");
+        yield return Case("ALogitBiasKeyIsNotATokenId", """{"prompt": "a", "logit_bias": {"hello": 1}}""", 422, "logit_bias", "token ids");
+        yield return Case("ALogitBiasIsOver100", """{"prompt": "a", "logit_bias": {"5": 101}}""", 422, "logit_bias", "between -100 and 100");
+        yield return Case("MaxTokensAndMaxCompletionTokensDisagree", """{"prompt": "a", "max_tokens": 5, "max_completion_tokens": 6}""", 422, "max_completion_tokens", "disagree");
         yield return Case("JsonIsMalformed", """{"prompt": "a",""", 400, "", "not a valid job request");
         yield return Case("MaxTokensIsAString", """{"prompt": "a", "max_tokens": "ten"}""", 400, "", "$.max_tokens");
         yield return Case("BodyIsNotAnObject", """[1, 2]""", 400, "", "not a valid job request");
@@ -145,5 +158,18 @@ public sealed class BadInputTests
         Assert.That(problem.GetProperty("status").GetInt32(), Is.EqualTo(status));
         Assert.That(problem.GetProperty("title").GetString(), Is.Not.Empty);
         return problem;
+    }
+
+    [Test]
+    public async Task ShouldAcceptHarmlessOpenAiFields_WhenTheyAskForNothingThisSystemLacks()
+    {
+        const string json = """
+            {"prompt": "a", "model": "any", "user": "u-1", "store": false, "metadata": {"k": "v"}, "n": 1, "stream": false,
+             "logprobs": false, "response_format": {"type": "text"}, "max_completion_tokens": 3, "top_k": 40, "min_p": 0.05,
+             "frequency_penalty": 0.5, "presence_penalty": 0.5, "repetition_penalty": 1.1, "logit_bias": {"5": -100}}
+            """;
+        using var response = await _producer.Client.PostAsync("/v1/jobs", new StringContent(json, Encoding.UTF8, "application/json"));
+
+        Assert.That((int)response.StatusCode, Is.EqualTo(202), await response.Content.ReadAsStringAsync());
     }
 }

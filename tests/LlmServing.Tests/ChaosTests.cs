@@ -30,11 +30,16 @@ public sealed class ChaosTests
         var cluster = await LocalServers.PostgresClusterAsync();
         var port = AppProcess.FreePort();
         var log = new StringBuilder();
+        var logLock = new object();
         var clock = Stopwatch.StartNew();
         void Note(string what)
         {
             var line = $"{clock.Elapsed.TotalSeconds,7:F1} s  {what}";
-            log.AppendLine(line);
+            lock (logLock)
+            {
+                log.AppendLine(line);
+            }
+
             TestContext.Out.WriteLine(line);
         }
 
@@ -59,7 +64,16 @@ public sealed class ChaosTests
             ["Inference__ContextSize"] = "1024",
             ["Inference__Threads"] = "1",
         };
-        var producer = AppProcess.Start(AppProcess.Dll("Producer", "LlmServing.Producer"), producerEnv);
+        // What the reapers did, from the Producer's log.
+        void Watch(string line)
+        {
+            if (line.Contains("Requeued", StringComparison.Ordinal) || line.Contains("made no progress", StringComparison.Ordinal))
+            {
+                Note("Producer: " + line.Trim());
+            }
+        }
+
+        var producer = AppProcess.Start(AppProcess.Dll("Producer", "LlmServing.Producer"), producerEnv, Watch);
         var workers = new List<AppProcess>
         {
             AppProcess.Start(AppProcess.Dll("GpuWorker", "LlmServing.GpuWorker"), workerEnv),
@@ -86,7 +100,7 @@ public sealed class ChaosTests
                         {
                             using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/jobs")
                             {
-                                Content = JsonContent.Create(new { prompt = $"Chaos job {i}", max_tokens = 12, ignore_eos = true }),
+                                Content = JsonContent.Create(new { prompt = $"Chaos job {i}", max_tokens = 48, ignore_eos = true }),
                             };
                             request.Headers.Add("Idempotency-Key", key);
                             using var response = await client.SendAsync(request);
@@ -127,7 +141,7 @@ public sealed class ChaosTests
             Note("PostgreSQL restarted");
 
             await Task.Delay(TimeSpan.FromSeconds(5));
-            var jsonl = string.Join("\n", Enumerable.Range(0, Lines).Select(i => BatchApi.ChatLine($"line-{i}", $"Chaos line {i}", maxTokens: 2)));
+            var jsonl = string.Join("\n", Enumerable.Range(0, Lines).Select(i => BatchApi.ChatLine($"line-{i}", $"Chaos line {i}", maxTokens: 16)));
             string batchId;
             while (true)
             {
@@ -155,7 +169,7 @@ public sealed class ChaosTests
                 Note($"Producer SIGKILLed with {await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL")}/{Lines} lines published");
             }
 
-            producer = AppProcess.Start(AppProcess.Dll("Producer", "LlmServing.Producer"), producerEnv);
+            producer = AppProcess.Start(AppProcess.Dll("Producer", "LlmServing.Producer"), producerEnv, Watch);
             await WaitReadyAsync(client);
             Note("Producer restarted");
 
@@ -164,11 +178,18 @@ public sealed class ChaosTests
             workers[1] = AppProcess.Start(AppProcess.Dll("GpuWorker", "LlmServing.GpuWorker"), workerEnv);
             Note("worker 2 SIGKILLed mid-generation, a new one started");
 
+            await using (var db = await OpenAsync())
+            {
+                var final = await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE queue IN ('{queue}', '{queue}-batch') AND status IN ('succeeded', 'failed', 'cancelled', 'expired')");
+                var running = await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE queue IN ('{queue}', '{queue}-batch') AND status = 'running'");
+                Note($"before the outage: {final} of {accepted.Count + Lines} jobs and lines final, {running} running");
+            }
+
             await LocalServers.RunAsync("pg_ctlcluster", $"{cluster} stop");
             Note($"PostgreSQL stopped for {outage.TotalMinutes} minutes");
             await Task.Delay(outage);
             await LocalServers.RunAsync("pg_ctlcluster", $"{cluster} start");
-            Note("PostgreSQL started");
+            Note($"PostgreSQL started; messages in the error queues: {await Broker.ErrorCountAsync(queue)} jobs, {await Broker.ErrorCountAsync(queue + "-batch")} lines");
             var outageEnded = clock.Elapsed;
 
             await submitter.WaitAsync(TimeSpan.FromMinutes(5));

@@ -76,4 +76,63 @@ public sealed class RealTextTests
         Assert.That(other.Select(o => o.OutputText), Has.Some.Not.EqualTo(first.OutputText));
         Assert.That(first.OutputText, Does.Match(@"[a-z]+ [a-z]+"), "words, not noise");
     }
+
+    [Test]
+    public async Task ShouldMatchGreedy_WhenTopKIsOneAtAHighTemperature()
+    {
+        var greedy = await RunAsync(new { prompt = "Lily went to the park", max_tokens = 40, temperature = 0 });
+        var topK = await RunAsync(new { prompt = "Lily went to the park", max_tokens = 40, temperature = 1.5, top_k = 1, seed = 3 });
+
+        Assert.That(topK.OutputText, Is.EqualTo(greedy.OutputText));
+    }
+
+    [Test]
+    public async Task ShouldNeverWriteABannedToken_WhenItsBiasIsMinus100()
+    {
+        var comma = CommaTokens();
+        var bias = comma.ToDictionary(id => id.ToString(System.Globalization.CultureInfo.InvariantCulture), _ => -100f);
+        var free = await RunAsync(new { prompt = "Once upon a time", max_tokens = 60, temperature = 0 });
+        var banned = await RunAsync(new { prompt = "Once upon a time", max_tokens = 60, temperature = 0, logit_bias = bias });
+
+        Assert.That(free.OutputText, Does.Contain(","), "without the bias the story has commas");
+        Assert.That(banned.OutputText, Does.Not.Contain(","));
+        Assert.That(banned.OutputText, Does.Contain(" there was a little girl"), "the rest of the story is still told");
+    }
+
+    [Test]
+    public async Task ShouldFailTheJobWithTheReason_WhenABiasedTokenIsOutsideTheVocabulary()
+    {
+        var accepted = await _producer.Client.SubmitAsync(new { prompt = "Once upon a time", max_tokens = 5, logit_bias = new Dictionary<string, float> { ["100000"] = 5 } });
+        var done = await _producer.Client.WaitForFinalAsync(accepted.Id);
+
+        Assert.That(done.Status, Is.EqualTo(JobStatuses.Failed));
+        Assert.That(done.Error, Does.Contain("token 100000, outside this model's vocabulary of 512 tokens"));
+    }
+
+    [Test]
+    public async Task ShouldStopRepeatingItself_WhenPenaltiesAreHigh()
+    {
+        // Greedy TinyStories loops on "Lily" and "ball"; penalties over the last 64 tokens push it to other words.
+        var plain = await RunAsync(new { prompt = "Once upon a time", max_tokens = 120, temperature = 0 });
+        var penalised = await RunAsync(new { prompt = "Once upon a time", max_tokens = 120, temperature = 0, frequency_penalty = 2.0, presence_penalty = 2.0 });
+
+        static double DistinctRatio(string text)
+        {
+            var words = text.Split([' ', '\n', '.', ','], StringSplitOptions.RemoveEmptyEntries);
+            return (double)words.Distinct(StringComparer.OrdinalIgnoreCase).Count() / words.Length;
+        }
+
+        Assert.That(penalised.OutputText, Is.Not.EqualTo(plain.OutputText));
+        Assert.That(DistinctRatio(penalised.OutputText!), Is.GreaterThan(DistinctRatio(plain.OutputText!)));
+    }
+
+    /// <summary>The comma's token ids in this model: its own piece, and its byte token (the fallback).</summary>
+    private static int[] CommaTokens()
+    {
+        using var weights = LLama.LLamaWeights.LoadFromFile(new LLama.Common.ModelParams(TestServices.StoriesModelPath) { GpuLayerCount = 0 });
+        var without = weights.Tokenize("Once upon a time", false, false, System.Text.Encoding.UTF8);
+        var with = weights.Tokenize("Once upon a time,", false, false, System.Text.Encoding.UTF8);
+        Assert.That(with, Has.Length.EqualTo(without.Length + 1), "',' after a word is one token in this vocabulary");
+        return [(int)with[^1], 3 + ',']; // byte tokens <0x00>..<0xFF> follow <unk>, <s>, </s>
+    }
 }

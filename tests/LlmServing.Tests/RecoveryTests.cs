@@ -95,6 +95,35 @@ public sealed class RecoveryTests
     }
 
     [Test]
+    public async Task ShouldExpireABatch_WhenItIsStillValidatingPastItsWindow()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-validating-expiry";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:FinalizeInterval"] = "00:00:00.200" });
+            var fileId = await producer.Client.UploadAsync(BatchApi.ChatLine("never", "hello"));
+            var batchId = $"batch_{Guid.CreateVersion7():N}";
+            await using (var db = await OpenAsync())
+            {
+                await ExecAsync(db, $"""
+                    INSERT INTO batches (id, tenant_id, endpoint, input_file_id, completion_window, status, job_queue, ingested_lines,
+                                         ingested_bytes, created_at, expires_at, published, ingestion_heartbeat_at)
+                    VALUES ('{batchId}', 'default', '/v1/chat/completions', '{fileId}', '24h', 'validating', '{queue}-batch', 0, 0,
+                            now() - interval '25 hours', now() - interval '1 hour', false, now())
+                    """);
+            }
+
+            var done = await producer.Client.WaitForBatchAsync(batchId, TimeSpan.FromSeconds(30), "expired", "completed", "failed");
+
+            Assert.That(done.Str("status"), Is.EqualTo("expired"));
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    [Test]
     public async Task ShouldFinishEveryLineOnce_WhenTheProducerIsKilledWhilePublishingABatch()
     {
         var queue = $"llm-jobs-test-{TestServices.RunId}-kill-producer";

@@ -119,6 +119,14 @@ public sealed class BatchScheduler(
                 continue;
             }
 
+            if (SamplerFactory.CheckVocabulary(pending.Request.Parameters, executor.Model.Vocab.Count) is { } invalid)
+            {
+                // llama.cpp would write outside its logit array: refused before any native call.
+                _queue.Dequeue(pending);
+                pending.Complete(GenerationOutcome.Failed(invalid, pending.Tokens.Length));
+                continue;
+            }
+
             var maxTokens = pending.Request.Parameters.MaxTokens;
             var decision = AdmissionPolicy.Decide(pending.Tokens.Length, maxTokens, reserved, active.Count, _options.ContextSize);
             if (decision == Admission.Wait)

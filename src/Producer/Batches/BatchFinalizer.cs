@@ -31,6 +31,7 @@ public sealed class BatchFinalizer(
         {
             try
             {
+                await batches.EndOverdueValidationAsync(stoppingToken);
                 foreach (var batch in await batches.OpenBatchesAsync(stoppingToken))
                 {
                     await AdvanceAsync(batch, stoppingToken);

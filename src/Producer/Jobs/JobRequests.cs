@@ -35,6 +35,31 @@ public sealed class CreateJobRequest
 
     /// <summary>Generation time limit; the text so far is kept with finish reason <c>time_limit</c>.</summary>
     public int? MaxGenerationSeconds { get; set; }
+
+    /// <summary>OpenAI's newer name for <see cref="MaxTokens"/>.</summary>
+    public int? MaxCompletionTokens { get; set; }
+
+    /// <summary>Sample among the k most likely tokens only (0..1000; 0 = off).</summary>
+    public int? TopK { get; set; }
+
+    /// <summary>Minimum probability relative to the most likely token (0..1; 0 = off).</summary>
+    public float? MinP { get; set; }
+
+    /// <summary>-2..2 (OpenAI).</summary>
+    public float? FrequencyPenalty { get; set; }
+
+    /// <summary>-2..2 (OpenAI).</summary>
+    public float? PresencePenalty { get; set; }
+
+    /// <summary>llama.cpp's repetition penalty, (0, 2]; 1 = off.</summary>
+    public float? RepetitionPenalty { get; set; }
+
+    /// <summary>Token id (as a string key, as OpenAI writes it) to a bias of -100..100; at most 300 entries.</summary>
+    public Dictionary<string, float>? LogitBias { get; set; }
+
+    /// <summary>Every other field: accepted when harmless, refused (422 naming it) when it cannot be honoured.</summary>
+    [System.Text.Json.Serialization.JsonExtensionData]
+    public Dictionary<string, JsonElement>? OtherFields { get; set; }
 }
 
 public sealed class ChatMessageDto
@@ -72,6 +97,43 @@ public sealed record JobTimings(double? QueueMs, double? RunMs, double? TotalMs)
 internal static class JobRequestValidator
 {
     private static readonly HashSet<string> Roles = ["system", "user", "assistant"];
+
+    /// <summary>OpenAI fields with nothing to honour here: accepted and ignored.</summary>
+    public static readonly string[] HarmlessFields = ["model", "user", "metadata", "store", "service_tier"];
+
+    /// <summary>
+    /// Fields other than the request's own: harmless ones pass; the default value of a feature this system lacks
+    /// passes (<c>n: 1</c>, <c>stream: false</c>, <c>logprobs: false</c>, <c>response_format: {"type": "text"}</c>);
+    /// everything else is named and refused, never silently dropped.
+    /// </summary>
+    private static IEnumerable<(string Field, string Message)> UnsupportedFields(CreateJobRequest r)
+    {
+        foreach (var (name, value) in r.OtherFields ?? [])
+        {
+            var field = name.Replace('\0', '\uFFFD');
+            var harmless = HarmlessFields.Contains(name)
+                           || value.ValueKind == JsonValueKind.Null
+                           || (name == "n" && value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out var n) && n == 1)
+                           || (name is "stream" or "logprobs" or "echo" && value.ValueKind == JsonValueKind.False)
+                           || (name == "response_format" && value.ValueKind == JsonValueKind.Object
+                               && value.TryGetProperty("type", out var type) && type.ValueEquals("text"));
+            if (harmless)
+            {
+                continue;
+            }
+
+            yield return (field, name switch
+            {
+                "n" => "'n' other than 1 (several choices) is not supported yet.",
+                "stream" => "'stream' is not supported here: jobs and batch lines return their whole result.",
+                "logprobs" or "top_logprobs" => $"'{field}' is not supported yet.",
+                "response_format" => "'response_format' other than {\"type\": \"text\"} (structured output) is not supported yet.",
+                "tools" or "tool_choice" or "functions" or "function_call" or "parallel_tool_calls" => $"'{field}': tool and function calling is not supported.",
+                "audio" or "modalities" => $"'{field}': only text is supported.",
+                _ => $"'{field}' is not a supported field.",
+            });
+        }
+    }
 
     /// <summary>Validates and normalises a request; on failure returns errors keyed by field.</summary>
     public static (GenerationParameters? Parameters, List<ChatMessage>? Messages, Dictionary<string, string[]> Errors) Validate(
@@ -158,7 +220,12 @@ internal static class JobRequestValidator
                 $"The prompt has {promptChars} characters; the limit for a context of {options.ContextSize} tokens is {maxChars}.");
         }
 
-        var maxTokens = r.MaxTokens ?? Math.Min(options.DefaultMaxTokens, options.ContextSize - 1);
+        if (r.MaxTokens is { } legacyMax && r.MaxCompletionTokens is { } completionMax && legacyMax != completionMax)
+        {
+            Error("max_completion_tokens", $"'max_tokens' ({legacyMax}) and 'max_completion_tokens' ({completionMax}) disagree; give one.");
+        }
+
+        var maxTokens = r.MaxTokens ?? r.MaxCompletionTokens ?? Math.Min(options.DefaultMaxTokens, options.ContextSize - 1);
         if (maxTokens < 1 || maxTokens > options.ContextSize - 1)
         {
             Error("max_tokens", $"'max_tokens' must be between 1 and {options.ContextSize - 1} (the context size is {options.ContextSize} tokens); got {maxTokens}.");
@@ -217,6 +284,59 @@ internal static class JobRequestValidator
             Error("max_generation_seconds", $"'max_generation_seconds' must be between 1 and 3600; got {r.MaxGenerationSeconds}.");
         }
 
+        if (r.TopK is < 0 or > 1000)
+        {
+            Error("top_k", $"'top_k' must be between 0 (off) and 1000; got {r.TopK}.");
+        }
+
+        if (r.MinP is { } minP && !(minP >= 0f && minP <= 1f))
+        {
+            Error("min_p", $"'min_p' must be between 0 and 1; got {minP}.");
+        }
+
+        foreach (var (name, value) in new[] { ("frequency_penalty", r.FrequencyPenalty), ("presence_penalty", r.PresencePenalty) })
+        {
+            if (value is { } v && !(v >= -2f && v <= 2f))
+            {
+                Error(name, $"'{name}' must be between -2 and 2; got {v}.");
+            }
+        }
+
+        if (r.RepetitionPenalty is { } rp && !(rp > 0f && rp <= 2f))
+        {
+            Error("repetition_penalty", $"'repetition_penalty' must be greater than 0 and at most 2; got {rp}.");
+        }
+
+        var logitBias = new Dictionary<int, float>();
+        if (r.LogitBias is { } bias)
+        {
+            if (bias.Count > 300)
+            {
+                Error("logit_bias", $"'logit_bias' has at most 300 entries; got {bias.Count}.");
+            }
+
+            foreach (var (key, value) in bias)
+            {
+                if (!int.TryParse(key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var token))
+                {
+                    Error("logit_bias", $"'logit_bias' keys are token ids (non-negative integers); got '{key.Replace('\0', '\uFFFD')}'.");
+                }
+                else if (!(value >= -100f && value <= 100f))
+                {
+                    Error("logit_bias", $"'logit_bias' values are between -100 and 100; token {token} has {value}.");
+                }
+                else
+                {
+                    logitBias[token] = value;
+                }
+            }
+        }
+
+        foreach (var (field, message) in UnsupportedFields(r))
+        {
+            Error(field, message);
+        }
+
         if (errors.Count > 0)
         {
             return (null, null, errors.ToDictionary(e => e.Key, e => e.Value.ToArray()));
@@ -226,6 +346,8 @@ internal static class JobRequestValidator
         {
             MaxTokens = maxTokens, Temperature = temperature, TopP = topP, Seed = r.Seed, Stop = stop,
             IgnoreEos = r.IgnoreEos ?? false, MaxGenerationSeconds = r.MaxGenerationSeconds,
+            TopK = r.TopK ?? 0, MinP = r.MinP ?? 0f, FrequencyPenalty = r.FrequencyPenalty ?? 0f, PresencePenalty = r.PresencePenalty ?? 0f,
+            RepetitionPenalty = r.RepetitionPenalty ?? 1f, LogitBias = logitBias.Count > 0 ? logitBias : null,
         };
         return (parameters, messages, []);
     }

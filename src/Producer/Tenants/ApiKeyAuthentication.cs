@@ -65,9 +65,21 @@ public static class ApiKeyAuthentication
                 return;
             }
 
+            // Unknown keys cost a database lookup each: an address that keeps sending them is refused for a while.
+            var failures = context.RequestServices.GetRequiredService<InvalidKeyLimiter>();
+            var address = context.Connection.RemoteIpAddress?.ToString() ?? "unknown";
+            if (failures.IsBlocked(address))
+            {
+                context.Response.Headers.RetryAfter = "60";
+                await Deny(context, StatusCodes.Status429TooManyRequests, "Too many invalid API keys",
+                    $"This address sent more than {InvalidKeyLimiter.PerMinute} unknown keys in a minute; retry later.");
+                return;
+            }
+
             var tenant = await context.RequestServices.GetRequiredService<ApiKeyStore>().FindTenantAsync(key, context.RequestAborted);
             if (tenant is null)
             {
+                failures.Count(address);
                 await Deny(context, StatusCodes.Status401Unauthorized, "Invalid API key", "The API key is unknown or was revoked.");
                 return;
             }
@@ -104,3 +116,28 @@ public static class ApiKeyAuthentication
 }
 
 public sealed record CreateKeyRequest(string TenantId);
+
+/// <summary>Counts unknown API keys per client address in one-minute windows (per Producer replica).</summary>
+public sealed class InvalidKeyLimiter : IDisposable
+{
+    public const int PerMinute = 20;
+
+    private readonly System.Threading.RateLimiting.PartitionedRateLimiter<string> _limiter =
+        System.Threading.RateLimiting.PartitionedRateLimiter.Create<string, string>(address =>
+            System.Threading.RateLimiting.RateLimitPartition.GetFixedWindowLimiter(address, _ => new System.Threading.RateLimiting.FixedWindowRateLimiterOptions
+            {
+                PermitLimit = PerMinute,
+                Window = TimeSpan.FromMinutes(1),
+                QueueLimit = 0,
+                AutoReplenishment = true,
+            }));
+
+    public bool IsBlocked(string address) => _limiter.GetStatistics(address)?.CurrentAvailablePermits <= 0;
+
+    public void Count(string address)
+    {
+        using var _ = _limiter.AttemptAcquire(address);
+    }
+
+    public void Dispose() => _limiter.Dispose();
+}

@@ -131,6 +131,21 @@ public sealed class BatchStore(NpgsqlDataSource data, IDbContextFactory<LlmServi
         return await command.ExecuteNonQueryAsync(ct) == 1;
     }
 
+    /// <summary>
+    /// Batches still validating past their completion window stop ingesting: they move to <c>in_progress</c> with the
+    /// lines ingested so far, and the finalizer expires them like any batch past its window. Returns how many.
+    /// </summary>
+    public async Task<int> EndOverdueValidationAsync(CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await using var command = data.CreateCommand(
+            "UPDATE batches SET status = $2, in_progress_at = $1, total_lines = ingested_lines WHERE status = $3 AND expires_at < $1");
+        command.Parameters.AddWithValue(now);
+        command.Parameters.AddWithValue(BatchStatuses.InProgress);
+        command.Parameters.AddWithValue(BatchStatuses.Validating);
+        return await command.ExecuteNonQueryAsync(ct);
+    }
+
     /// <summary>Batches that may be ready to end: running or cancelling, or stuck finalizing (a crash mid-way).</summary>
     public async Task<List<Batch>> OpenBatchesAsync(CancellationToken ct)
     {

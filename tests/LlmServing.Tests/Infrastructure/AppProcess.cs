@@ -16,7 +16,10 @@ public sealed class AppProcess : IAsyncDisposable
     public static string Dll(string project, string assembly) => Path.GetFullPath(Path.Combine(
         TestContext.CurrentContext.TestDirectory, $"../../../../../src/{project}/bin/Debug/net10.0/{assembly}.dll"));
 
-    public static AppProcess Start(string dll, IDictionary<string, string> environment)
+    /// <param name="dll">The built assembly to run.</param>
+    /// <param name="environment">Settings over the connection strings of the run.</param>
+    /// <param name="output">Receives each line the process writes (stdout and stderr), when given.</param>
+    public static AppProcess Start(string dll, IDictionary<string, string> environment, Action<string>? output = null)
     {
         Assume.That(File.Exists(dll), Is.True, $"build the solution first: {dll}");
         var start = new ProcessStartInfo("dotnet", $"\"{dll}\"") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
@@ -28,8 +31,8 @@ public sealed class AppProcess : IAsyncDisposable
         }
 
         var process = Process.Start(start)!;
-        process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, _) => { };
+        process.OutputDataReceived += (_, e) => { if (e.Data is { } line) output?.Invoke(line); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is { } line) output?.Invoke(line); };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return new AppProcess(process);
