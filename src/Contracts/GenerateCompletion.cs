@@ -79,4 +79,10 @@ public sealed record GenerationParameters
 
     /// <summary>Added to the logits of these token ids, -100..100 (-100 bans a token, 100 forces it).</summary>
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+
+    /// <summary>
+    /// A llama.cpp grammar (GBNF, start rule <c>root</c>) every token must follow: structured output. Written by the
+    /// Producer from the request's <c>response_format</c>, never taken from a client as is.
+    /// </summary>
+    public string? Grammar { get; init; }
 }

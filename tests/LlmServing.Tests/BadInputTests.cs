@@ -53,7 +53,11 @@ public sealed class BadInputTests
         yield return Case("GenerationLimitIsOverAnHour", """{"prompt": "a", "max_generation_seconds": 5000}""", 422, "max_generation_seconds", "between 1 and 3600");
         yield return Case("SeveralChoicesAreAsked", """{"prompt": "a", "n": 4}""", 422, "n", "'n' other than 1");
         yield return Case("ToolsAreGiven", """{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}""", 422, "tools", "tool and function calling");
-        yield return Case("AJsonSchemaIsAsked", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}""", 422, "response_format", "structured output");
+        yield return Case("AResponseFormatTypeIsUnknown", """{"prompt": "a", "response_format": {"type": "xml"}}""", 422, "response_format", "\"json_object\" or \"json_schema\"");
+        yield return Case("ASchemaUsesAnUnsupportedKeyword", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}}""", 422, "response_format", "keyword 'pattern' is not supported");
+        yield return Case("ASchemaHasNoName", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string"}}}}""", 422, "response_format", "json_schema.name");
+        yield return Case("IgnoreEosMeetsAJsonFormat", """{"prompt": "a", "ignore_eos": true, "response_format": {"type": "json_object"}}""", 422, "ignore_eos", "must be able to end");
+        yield return Case("ARawGrammarIsGiven", """{"prompt": "a", "grammar": "root ::= \"x\""}""", 422, "grammar", "raw GBNF");
         yield return Case("StreamingIsAsked", """{"prompt": "a", "stream": true}""", 422, "stream", "whole result");
         yield return Case("LogprobsAreAsked", """{"prompt": "a", "logprobs": true, "top_logprobs": 3}""", 422, "logprobs", "not supported yet");
         yield return Case("AFieldIsUnknown", """{"prompt": "a", "frobnicate": 1}""", 422, "frobnicate", "not a supported field");

@@ -40,11 +40,11 @@ internal sealed class ActiveSequence : IDisposable
     public string Text => _text.ToString();
 
     /// <summary>Starts a sequence for a request whose tokens are rendered: its prompt joins the next decode step.</summary>
-    public static ActiveSequence Start(BatchedExecutor executor, PendingRequest pending, int reserved)
+    public static ActiveSequence Start(BatchedExecutor executor, PendingRequest pending, int reserved, IReadOnlyCollection<int> grammarBans)
     {
         var conversation = executor.Create();
         conversation.Prompt(pending.Tokens!);
-        return new ActiveSequence(pending, conversation, SamplerFactory.Create(pending.Request.Parameters),
+        return new ActiveSequence(pending, conversation, SamplerFactory.Create(pending.Request.Parameters, grammarBans),
             new StreamingTokenDecoder(executor.Context), reserved);
     }
 

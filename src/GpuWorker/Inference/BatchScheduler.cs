@@ -21,6 +21,7 @@ public sealed class BatchScheduler(
     private readonly AdmissionQueue _queue = new();
     private readonly InferenceOptions _options = options.Value;
     private readonly IDecodeResultFilter[] _decodeFilters = [.. decodeFilters];
+    private IReadOnlyCollection<int> _grammarBans = [];
 
     public SchedulerCounters Counters { get; } = new();
 
@@ -41,6 +42,7 @@ public sealed class BatchScheduler(
         await model.Loaded.WaitAsync(stoppingToken);
         await Task.Yield();
         var renderer = new PromptRenderer(model.Weights);
+        _grammarBans = SamplerFactory.InvalidUtf8Starts(model.Weights.NativeHandle, model.Weights.Vocab.Count);
         var executor = new BatchedExecutor(model.Weights, model.Parameters);
         var active = new List<ActiveSequence>();
         try
@@ -144,7 +146,7 @@ public sealed class BatchScheduler(
             }
 
             var need = pending.Tokens.Length + maxTokens;
-            active.Add(ActiveSequence.Start(executor, pending, need));
+            active.Add(ActiveSequence.Start(executor, pending, need, _grammarBans));
             reserved += need;
             Counters.Reserved(reserved);
         }

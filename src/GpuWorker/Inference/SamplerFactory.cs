@@ -10,10 +10,12 @@ public static class SamplerFactory
     /// <summary>Tokens the penalties look back over (llama.cpp's default <c>repeat_last_n</c>).</summary>
     public const int PenaltyWindow = 64;
 
-    public static ISamplingPipeline Create(GenerationParameters p)
+    /// <param name="p">The request's parameters.</param>
+    /// <param name="grammarBans">Tokens never sampled under a grammar (see <see cref="InvalidUtf8Starts"/>).</param>
+    public static ISamplingPipeline Create(GenerationParameters p, IReadOnlyCollection<int>? grammarBans = null)
     {
         var shaped = p.TopK > 0 || p.MinP > 0f || p.FrequencyPenalty != 0f || p.PresencePenalty != 0f
-                     || Math.Abs(p.RepetitionPenalty - 1f) > 1e-6f || p.LogitBias is { Count: > 0 };
+                     || Math.Abs(p.RepetitionPenalty - 1f) > 1e-6f || p.LogitBias is { Count: > 0 } || p.Grammar is not null;
         if (p.Temperature <= 0f && !p.IgnoreEos && !shaped)
         {
             return new GreedySamplingPipeline();
@@ -32,9 +34,48 @@ public static class SamplerFactory
             FrequencyPenalty = p.FrequencyPenalty,
             PresencePenalty = p.PresencePenalty,
             PenaltyCount = PenaltyWindow,
-            LogitBias = p.LogitBias?.ToDictionary(kv => (LLamaToken)kv.Key, kv => kv.Value) ?? new Dictionary<LLamaToken, float>(),
+            LogitBias = Bias(p, grammarBans),
             Seed = p.Seed ?? (uint)Random.Shared.Next(),
+            // Written by the Producer from a JSON schema, never by a client. Sample() feeds the grammar the token it
+            // picked; nothing else may (a second accept aborts llama.cpp).
+            Grammar = p.Grammar is { } gbnf ? new Grammar(gbnf, "root") : null,
         };
+    }
+
+    private static Dictionary<LLamaToken, float> Bias(GenerationParameters p, IReadOnlyCollection<int>? grammarBans)
+    {
+        var bias = p.LogitBias?.ToDictionary(kv => (LLamaToken)kv.Key, kv => kv.Value) ?? [];
+        if (p.Grammar is not null)
+        {
+            foreach (var token in grammarBans ?? [])
+            {
+                bias[token] = float.NegativeInfinity;
+            }
+        }
+
+        return bias;
+    }
+
+    /// <summary>
+    /// The single-byte tokens that can only start invalid UTF-8: overlong leads (C0, C1, E0, F0) and bytes F5-FF.
+    /// llama.cpp's grammar decodes bytes without rejecting overlong forms, so under a grammar such a byte could become
+    /// text that is not what the grammar counted (one character becomes two U+FFFD). Banned only under a grammar;
+    /// valid text never needs them as single-byte tokens except for rare scripts and emoji written byte by byte.
+    /// </summary>
+    public static IReadOnlyCollection<int> InvalidUtf8Starts(SafeLlamaModelHandle model, int vocabularySize)
+    {
+        var banned = new List<int>();
+        Span<byte> piece = stackalloc byte[64];
+        for (var id = 0; id < vocabularySize; id++)
+        {
+            var length = model.TokenToSpan(id, piece, 0, false);
+            if (length == 1 && piece[0] is 0xC0 or 0xC1 or 0xE0 or 0xF0 or >= 0xF5)
+            {
+                banned.Add(id);
+            }
+        }
+
+        return banned;
     }
 
     /// <summary>Why the parameters cannot run on a model with this vocabulary (a biased token id beyond it); null when they can.</summary>

@@ -57,6 +57,12 @@ public sealed class CreateJobRequest
     /// <summary>Token id (as a string key, as OpenAI writes it) to a bias of -100..100; at most 300 entries.</summary>
     public Dictionary<string, float>? LogitBias { get; set; }
 
+    /// <summary>
+    /// <c>{"type": "text"}</c> (the default), <c>{"type": "json_object"}</c>, or <c>{"type": "json_schema",
+    /// "json_schema": {"name", "schema", "strict"}}</c>: the output follows the schema (see the README for the keywords).
+    /// </summary>
+    public JsonElement? ResponseFormat { get; set; }
+
     /// <summary>Every other field: accepted when harmless, refused (422 naming it) when it cannot be honoured.</summary>
     [System.Text.Json.Serialization.JsonExtensionData]
     public Dictionary<string, JsonElement>? OtherFields { get; set; }
@@ -101,6 +107,43 @@ internal static class JobRequestValidator
     /// <summary>OpenAI fields with nothing to honour here: accepted and ignored.</summary>
     public static readonly string[] HarmlessFields = ["model", "user", "metadata", "store", "service_tier"];
 
+    /// <summary>The grammar for a <c>response_format</c>; null for text. Throws <see cref="UnsupportedSchemaException"/>.</summary>
+    private static string? ResponseGrammar(JsonElement? format)
+    {
+        if (format is not { ValueKind: not JsonValueKind.Null } f)
+        {
+            return null;
+        }
+
+        var type = f.ValueKind == JsonValueKind.Object && f.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+        switch (type)
+        {
+            case "text":
+                return null;
+            case "json_object":
+                return JsonGrammar.ForAnyObject();
+            case "json_schema":
+                if (!f.TryGetProperty("json_schema", out var spec) || spec.ValueKind != JsonValueKind.Object
+                    || !spec.TryGetProperty("schema", out var schema) || schema.ValueKind != JsonValueKind.Object)
+                {
+                    throw new UnsupportedSchemaException("json_schema", "'response_format.json_schema' needs 'name' and a 'schema' object.");
+                }
+
+                if (!spec.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String
+                    || !System.Text.RegularExpressions.Regex.IsMatch(name.GetString()!, "^[a-zA-Z0-9_-]{1,64}$"))
+                {
+                    throw new UnsupportedSchemaException("name", "'response_format.json_schema.name' is 1 to 64 letters, digits, '_' or '-'.");
+                }
+
+                var grammar = JsonGrammar.ForSchema(schema);
+                return grammar.Length <= 64 * 1024
+                    ? grammar
+                    : throw new UnsupportedSchemaException("schema", "The schema is too large: its grammar exceeds 64 KiB.");
+            default:
+                throw new UnsupportedSchemaException("type", "'response_format.type' is \"text\", \"json_object\" or \"json_schema\".");
+        }
+    }
+
     /// <summary>
     /// Fields other than the request's own: harmless ones pass; the default value of a feature this system lacks
     /// passes (<c>n: 1</c>, <c>stream: false</c>, <c>logprobs: false</c>, <c>response_format: {"type": "text"}</c>);
@@ -114,9 +157,7 @@ internal static class JobRequestValidator
             var harmless = HarmlessFields.Contains(name)
                            || value.ValueKind == JsonValueKind.Null
                            || (name == "n" && value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out var n) && n == 1)
-                           || (name is "stream" or "logprobs" or "echo" && value.ValueKind == JsonValueKind.False)
-                           || (name == "response_format" && value.ValueKind == JsonValueKind.Object
-                               && value.TryGetProperty("type", out var type) && type.ValueEquals("text"));
+                           || (name is "stream" or "logprobs" or "echo" && value.ValueKind == JsonValueKind.False);
             if (harmless)
             {
                 continue;
@@ -127,7 +168,7 @@ internal static class JobRequestValidator
                 "n" => "'n' other than 1 (several choices) is not supported yet.",
                 "stream" => "'stream' is not supported here: jobs and batch lines return their whole result.",
                 "logprobs" or "top_logprobs" => $"'{field}' is not supported yet.",
-                "response_format" => "'response_format' other than {\"type\": \"text\"} (structured output) is not supported yet.",
+                "grammar" => "'grammar' (raw GBNF) is not supported; describe the output with response_format and a JSON schema.",
                 "tools" or "tool_choice" or "functions" or "function_call" or "parallel_tool_calls" => $"'{field}': tool and function calling is not supported.",
                 "audio" or "modalities" => $"'{field}': only text is supported.",
                 _ => $"'{field}' is not a supported field.",
@@ -337,6 +378,21 @@ internal static class JobRequestValidator
             Error(field, message);
         }
 
+        string? grammar = null;
+        try
+        {
+            grammar = ResponseGrammar(r.ResponseFormat);
+        }
+        catch (UnsupportedSchemaException e)
+        {
+            Error("response_format", e.Message);
+        }
+
+        if (grammar is not null && r.IgnoreEos == true)
+        {
+            Error("ignore_eos", "'ignore_eos' cannot be combined with a JSON response_format: the output must be able to end.");
+        }
+
         if (errors.Count > 0)
         {
             return (null, null, errors.ToDictionary(e => e.Key, e => e.Value.ToArray()));
@@ -348,6 +404,7 @@ internal static class JobRequestValidator
             IgnoreEos = r.IgnoreEos ?? false, MaxGenerationSeconds = r.MaxGenerationSeconds,
             TopK = r.TopK ?? 0, MinP = r.MinP ?? 0f, FrequencyPenalty = r.FrequencyPenalty ?? 0f, PresencePenalty = r.PresencePenalty ?? 0f,
             RepetitionPenalty = r.RepetitionPenalty ?? 1f, LogitBias = logitBias.Count > 0 ? logitBias : null,
+            Grammar = grammar,
         };
         return (parameters, messages, []);
     }

@@ -1,0 +1,335 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace LlmServing.Producer.Jobs;
+
+/// <summary>A schema this system cannot turn into a grammar; <see cref="Keyword"/> names what is not supported.</summary>
+public sealed class UnsupportedSchemaException(string keyword, string message) : Exception(message)
+{
+    public string Keyword { get; } = keyword;
+}
+
+/// <summary>
+/// Translates OpenAI's <c>response_format</c> into a llama.cpp grammar (GBNF), in our own code, so that nothing a
+/// client writes reaches the worker's native grammar parser. JSON Schema support: objects (<c>properties</c>,
+/// <c>required</c>; no other property is ever generated), strings (<c>enum</c>, <c>const</c>, <c>minLength</c>,
+/// <c>maxLength</c>), integers, numbers, booleans, null, arrays (<c>items</c>, <c>minItems</c>, <c>maxItems</c>),
+/// <c>anyOf</c> / <c>oneOf</c>, <c>$ref</c> to <c>#/$defs/...</c> or <c>#/definitions/...</c>, type lists.
+/// Annotations (<c>title</c>, <c>description</c>, ...) are ignored; any other keyword is refused, named. The
+/// output is compact JSON (no whitespace between tokens), which every JSON parser reads. Pure: no engine.
+/// </summary>
+public static class JsonGrammar
+{
+    private static readonly HashSet<string> Annotations =
+    [
+        "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly",
+        "additionalProperties", // only declared properties are generated, which satisfies any additionalProperties
+        "strict",
+    ];
+
+    private static readonly HashSet<string> Structural =
+    [
+        "type", "properties", "required", "items", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
+        "minLength", "maxLength", "minItems", "maxItems",
+    ];
+
+    // The char class also leaves out what is not a Unicode scalar value (surrogates, above U+10FFFF), which llama.cpp's
+    // UTF-8 decoder would otherwise accept; the worker bans the byte tokens that start overlong sequences.
+    // Non-ASCII text stays as it is (a model writes "é", not "\u00e9"); quotes and control characters are escaped.
+    private static readonly JsonSerializerOptions Plain = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    private const string Common = """
+        char ::= [^"\\\x7F\x00-\x1F\uD800-\uDFFF\U00110000-\U001FFFFF] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])
+        string ::= "\"" char* "\""
+        integer ::= "-"? ("0" | [1-9] [0-9]{0,15})
+        number ::= integer ("." [0-9]{1,15})? ([eE] [-+]? [0-9]{1,3})?
+        boolean ::= "true" | "false"
+        null ::= "null"
+        """;
+
+    /// <summary>
+    /// Any JSON object, bounded so that a generation can always close it: two levels of nesting (the values of the
+    /// top object may be scalars, or objects and arrays of scalars), up to 8 members or items per level, strings of up
+    /// to 32 characters.
+    /// </summary>
+    public static string ForAnyObject() => $$"""
+        root ::= "{" (member ("," member){0,7})? "}"
+        member ::= shortstring ":" value
+        value ::= inner | list | scalar
+        inner ::= "{" (shortstring ":" scalar ("," shortstring ":" scalar){0,7})? "}"
+        list ::= "[" (scalar ("," scalar){0,7})? "]"
+        scalar ::= shortstring | number | boolean | null
+        shortstring ::= "\"" char{0,32} "\""
+        {{Common}}
+        """;
+
+    /// <summary>The grammar of a JSON Schema; throws <see cref="UnsupportedSchemaException"/> naming what it cannot honour.</summary>
+    public static string ForSchema(JsonElement schema)
+    {
+        var builder = new Builder(schema);
+        var root = builder.Rule(schema, "root");
+        var text = new StringBuilder();
+        if (root != "root")
+        {
+            text.Append("root ::= ").Append(root).Append('\n');
+        }
+
+        foreach (var (name, body) in builder.Rules)
+        {
+            text.Append(name).Append(" ::= ").Append(body).Append('\n');
+        }
+
+        return text.Append(Common).ToString();
+    }
+
+    /// <summary>A GBNF string literal for exact text.</summary>
+    public static string Literal(string text)
+    {
+        var s = new StringBuilder("\"");
+        foreach (var c in text)
+        {
+            s.Append(c switch
+            {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                < ' ' => $"\\x{(int)c:X2}",
+                _ => c.ToString(),
+            });
+        }
+
+        return s.Append('"').ToString();
+    }
+
+    private sealed class Builder(JsonElement document)
+    {
+        private const int MaxRules = 2000;
+        private readonly Dictionary<string, string> _refs = new(StringComparer.Ordinal);
+        private int _next;
+
+        public List<(string Name, string Body)> Rules { get; } = [];
+
+        /// <summary>Returns a rule name (or an inline expression) that matches the schema.</summary>
+        public string Rule(JsonElement schema, string? name = null)
+        {
+            if (Rules.Count > MaxRules)
+            {
+                throw new UnsupportedSchemaException("schema", $"The schema is too large: more than {MaxRules} grammar rules.");
+            }
+
+            if (schema.ValueKind == JsonValueKind.True)
+            {
+                throw new UnsupportedSchemaException("true", "A schema of 'true' (anything) cannot be generated; give a type.");
+            }
+
+            if (schema.ValueKind != JsonValueKind.Object)
+            {
+                throw new UnsupportedSchemaException("schema", "Every schema must be a JSON object.");
+            }
+
+            foreach (var property in schema.EnumerateObject())
+            {
+                if (!Annotations.Contains(property.Name) && !Structural.Contains(property.Name))
+                {
+                    throw new UnsupportedSchemaException(property.Name, $"The JSON Schema keyword '{property.Name}' is not supported.");
+                }
+            }
+
+            var body = Body(schema);
+            if (name is null && IsSimple(body))
+            {
+                return body;
+            }
+
+            name ??= $"r{++_next}";
+            Rules.Add((name, body));
+            return name;
+        }
+
+        private static bool IsSimple(string body) => body is "string" or "integer" or "number" or "boolean" or "null";
+
+        private string Body(JsonElement schema)
+        {
+            if (schema.TryGetProperty("$ref", out var reference))
+            {
+                return Reference(reference.GetString() ?? "");
+            }
+
+            if (schema.TryGetProperty("const", out var constant))
+            {
+                return Literal(Compact(constant));
+            }
+
+            if (schema.TryGetProperty("enum", out var values))
+            {
+                if (values.ValueKind != JsonValueKind.Array || values.GetArrayLength() is 0 or > 500)
+                {
+                    throw new UnsupportedSchemaException("enum", "'enum' must be an array of 1 to 500 values.");
+                }
+
+                return "(" + string.Join(" | ", values.EnumerateArray().Select(v => Literal(Compact(v)))) + ")";
+            }
+
+            foreach (var union in new[] { "anyOf", "oneOf" })
+            {
+                if (schema.TryGetProperty(union, out var branches))
+                {
+                    if (branches.ValueKind != JsonValueKind.Array || branches.GetArrayLength() == 0)
+                    {
+                        throw new UnsupportedSchemaException(union, $"'{union}' must be a non-empty array of schemas.");
+                    }
+
+                    return "(" + string.Join(" | ", branches.EnumerateArray().Select(b => Rule(b))) + ")";
+                }
+            }
+
+            if (!schema.TryGetProperty("type", out var type))
+            {
+                throw new UnsupportedSchemaException("type", "Every schema needs 'type' (or 'enum', 'const', 'anyOf', 'oneOf', '$ref').");
+            }
+
+            if (type.ValueKind == JsonValueKind.Array)
+            {
+                return "(" + string.Join(" | ", type.EnumerateArray().Select(t => TypeBody(schema, t.GetString() ?? ""))) + ")";
+            }
+
+            return TypeBody(schema, type.GetString() ?? "");
+        }
+
+        private string TypeBody(JsonElement schema, string type) => type switch
+        {
+            "object" => Object(schema),
+            "array" => Array(schema),
+            "string" => String(schema),
+            "integer" or "number" or "boolean" or "null" => type,
+            _ => throw new UnsupportedSchemaException("type", $"Unknown type '{type}'."),
+        };
+
+        private string Object(JsonElement schema)
+        {
+            var required = schema.TryGetProperty("required", out var r) && r.ValueKind == JsonValueKind.Array
+                ? r.EnumerateArray().Select(x => x.GetString() ?? "").ToHashSet(StringComparer.Ordinal)
+                : [];
+            var members = new List<(string Member, bool Required)>();
+            if (schema.TryGetProperty("properties", out var properties))
+            {
+                foreach (var property in properties.EnumerateObject())
+                {
+                    members.Add(($"{Literal(JsonSerializer.Serialize(property.Name, Plain))} \":\" {Rule(property.Value)}", required.Contains(property.Name)));
+                }
+            }
+
+            var missing = required.Where(name => members.Count == 0 || !properties.TryGetProperty(name, out _)).ToList();
+            if (missing.Count > 0)
+            {
+                throw new UnsupportedSchemaException("required", $"'required' names '{missing[0]}', which is not in 'properties'.");
+            }
+
+            // Required members first, in their declared order; then each optional one may follow.
+            var mandatory = members.Where(m => m.Required).Select(m => m.Member).ToList();
+            var optional = members.Where(m => !m.Required).Select(m => m.Member).ToList();
+            if (mandatory.Count > 0)
+            {
+                return "\"{\" " + string.Join(" \",\" ", mandatory) + string.Concat(optional.Select(o => $" (\",\" {o})?")) + " \"}\"";
+            }
+
+            if (optional.Count == 0)
+            {
+                return "\"{\" \"}\"";
+            }
+
+            // No required member: the first present one carries no comma.
+            var alternatives = Enumerable.Range(0, optional.Count)
+                .Select(i => optional[i] + string.Concat(optional.Skip(i + 1).Select(o => $" (\",\" {o})?")));
+            return "\"{\" (" + string.Join(" | ", alternatives) + ")? \"}\"";
+        }
+
+        private string Array(JsonElement schema)
+        {
+            if (!schema.TryGetProperty("items", out var items))
+            {
+                throw new UnsupportedSchemaException("items", "An array schema needs 'items'.");
+            }
+
+            var item = Rule(items);
+            var min = Count(schema, "minItems") ?? 0;
+            var max = Count(schema, "maxItems");
+            if (max < min)
+            {
+                throw new UnsupportedSchemaException("maxItems", "'maxItems' is below 'minItems'.");
+            }
+
+            var tail = max is { } m ? $"{{{Math.Max(0, min - 1)},{Math.Max(0, m - 1)}}}" : $"{{{Math.Max(0, min - 1)},}}";
+            if (max == 0)
+            {
+                return "\"[\" \"]\"";
+            }
+
+            var list = max == 1 ? item : $"{item} (\",\" {item}){tail}";
+            return min == 0 ? $"\"[\" ({list})? \"]\"" : $"\"[\" {list} \"]\"";
+        }
+
+        private static string String(JsonElement schema)
+        {
+            var min = Count(schema, "minLength");
+            var max = Count(schema, "maxLength");
+            if (min is null && max is null)
+            {
+                return "string";
+            }
+
+            if (max < (min ?? 0))
+            {
+                throw new UnsupportedSchemaException("maxLength", "'maxLength' is below 'minLength'.");
+            }
+
+            return $"\"\\\"\" char{{{min ?? 0},{(max is { } m ? m.ToString(CultureInfo.InvariantCulture) : "")}}} \"\\\"\"";
+        }
+
+        private string Reference(string reference)
+        {
+            if (_refs.TryGetValue(reference, out var existing))
+            {
+                return existing;
+            }
+
+            string[] prefixes = ["#/$defs/", "#/definitions/"];
+            var prefix = prefixes.FirstOrDefault(p => reference.StartsWith(p, StringComparison.Ordinal))
+                         ?? throw new UnsupportedSchemaException("$ref", $"'$ref' must point into '#/$defs/' or '#/definitions/'; got '{reference}'.");
+            var key = reference[prefix.Length..];
+            var container = document.TryGetProperty(prefix[2..^1], out var defs) ? defs : default;
+            if (container.ValueKind != JsonValueKind.Object || !container.TryGetProperty(key, out var target))
+            {
+                throw new UnsupportedSchemaException("$ref", $"'$ref' points to '{reference}', which is not defined.");
+            }
+
+            var name = $"def{++_next}";
+            _refs[reference] = name; // before the body: a definition may refer to itself
+            Rules.Add((name, "")); // reserve the position
+            var index = Rules.Count - 1;
+            var body = Body(target);
+            Rules[index] = (name, body);
+            return name;
+        }
+
+        private static int? Count(JsonElement schema, string keyword)
+        {
+            if (!schema.TryGetProperty(keyword, out var value))
+            {
+                return null;
+            }
+
+            if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out var n) || n < 0 || n > 10_000)
+            {
+                throw new UnsupportedSchemaException(keyword, $"'{keyword}' must be an integer from 0 to 10000.");
+            }
+
+            return n;
+        }
+
+        private static string Compact(JsonElement value) => JsonSerializer.Serialize(value, Plain);
+    }
+}

@@ -1,0 +1,66 @@
+using System.Text.Json;
+using LlmServing.Producer.Jobs;
+
+namespace LlmServing.Tests;
+
+/// <summary>JSON Schema to GBNF: what is refused and how text is quoted. Pure; the grammars run for real in <see cref="StructuredOutputTests"/>.</summary>
+public sealed class JsonGrammarTests
+{
+    private static string Grammar(string schema) => JsonGrammar.ForSchema(JsonDocument.Parse(schema).RootElement);
+
+    [TestCase("""{"type": "string", "pattern": "^a+$"}""", "pattern")]
+    [TestCase("""{"type": "string", "format": "date-time"}""", "format")]
+    [TestCase("""{"type": "integer", "minimum": 3}""", "minimum")]
+    [TestCase("""{"allOf": [{"type": "string"}]}""", "allOf")]
+    [TestCase("""{"type": "object", "properties": {"a": {"not": {"type": "null"}}}}""", "not")]
+    [TestCase("""{"type": "array", "items": {"type": "string"}, "uniqueItems": true}""", "uniqueItems")]
+    [TestCase("""{"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}""", "$ref")]
+    [TestCase("""{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]}""", "required")]
+    [TestCase("""{"description": "no type"}""", "type")]
+    [TestCase("""{"type": "array"}""", "items")]
+    public void ShouldNameTheKeyword_WhenASchemaUsesWhatCannotBeGenerated(string schema, string keyword)
+    {
+        var error = Assert.Throws<UnsupportedSchemaException>(() => Grammar(schema));
+
+        Assert.That(error!.Keyword, Is.EqualTo(keyword));
+        Assert.That(error.Message, Does.Contain(keyword));
+    }
+
+    [Test]
+    public void ShouldAcceptAnnotationsAndEveryStructuralKeyword_WhenTheSchemaIsSupported()
+    {
+        var grammar = Grammar("""
+            {"title": "t", "description": "d", "type": "object", "additionalProperties": false,
+             "properties": {"s": {"type": "string", "minLength": 1, "maxLength": 4}, "e": {"enum": ["a", 1, null]},
+                            "c": {"const": "x"}, "n": {"type": ["number", "null"]}, "l": {"type": "array", "items": {"$ref": "#/$defs/b"}, "minItems": 1, "maxItems": 2},
+                            "u": {"anyOf": [{"type": "integer"}, {"type": "boolean"}]}, "o": {"oneOf": [{"type": "string"}, {"type": "null"}]}},
+             "required": ["s"], "$defs": {"b": {"type": "boolean"}}}
+            """);
+
+        Assert.That(grammar, Does.Contain("root ::= \"{\" \"\\\"s\\\"\" \":\" "));
+        Assert.That(grammar, Does.Contain("char{1,4}"));
+        Assert.That(grammar, Does.Contain("(\"\\\"a\\\"\" | \"1\" | \"null\")"));
+        Assert.That(grammar, Does.Contain("(\",\" \"\\\"e\\\"\" \":\" "), "an optional member follows the required one with its comma");
+    }
+
+    [Test]
+    public void ShouldAllowARecursiveDefinition_WhenASchemaRefersToItself()
+    {
+        var grammar = Grammar("""
+            {"$ref": "#/$defs/node", "$defs": {"node": {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 2}}}}}
+            """);
+
+        // def1 (the node) holds r3 (its children), whose items are r2 = def1 again: one definition, used recursively.
+        Assert.That(grammar, Does.Contain("r2 ::= def1"));
+        Assert.That(grammar, Does.Contain("def1 ::= \"{\" (\"\\\"children\\\"\" \":\" r3)? \"}\""));
+        Assert.That(grammar, Does.Contain("root ::= def1"));
+    }
+
+    [TestCase("plain", "\"plain\"")]
+    [TestCase("quote \" and \\", "\"quote \\\" and \\\\\"")]
+    [TestCase("line\nbreak\ttab", "\"line\\nbreak\\ttab\"")]
+    [TestCase("bell\u0007", "\"bell\\x07\"")]
+    [TestCase("é", "\"é\"")]
+    public void ShouldQuoteTextForGbnf(string text, string literal) =>
+        Assert.That(JsonGrammar.Literal(text), Is.EqualTo(literal));
+}

@@ -1,0 +1,161 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Json.Schema;
+using LlmServing.Contracts;
+using LlmServing.Tests.Infrastructure;
+
+namespace LlmServing.Tests;
+
+/// <summary>
+/// Structured output for real: random-weight llama.cpp sampling under the grammar of a JSON schema, every result
+/// checked against the schema with a JSON Schema validator (JsonSchema.Net). Random weights are the hard case: nothing
+/// but the grammar keeps the output in shape.
+/// </summary>
+[TestFixture]
+[NonParallelizable]
+public sealed class StructuredOutputTests
+{
+    private const string Schema = """
+        {
+          "type": "object",
+          "additionalProperties": false,
+          "properties": {
+            "category": {"enum": ["billing", "bug", "feature"]},
+            "priority": {"type": "integer"},
+            "score": {"type": "number"},
+            "urgent": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
+            "customer": {
+              "type": "object",
+              "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 20},
+                "tier": {"anyOf": [{"const": "gold"}, {"const": "silver"}, {"type": "null"}]}
+              },
+              "required": ["name", "tier"]
+            },
+            "note": {"$ref": "#/$defs/note"}
+          },
+          "required": ["category", "priority", "urgent", "tags", "customer"],
+          "$defs": {"note": {"type": ["string", "null"], "maxLength": 16}}
+        }
+        """;
+
+    private readonly string _queue = $"llm-jobs-test-{TestServices.RunId}-structured";
+    private ProducerInstance _producer = null!;
+    private WorkerInstance _worker = null!;
+
+    [OneTimeSetUp]
+    public async Task StartAsync()
+    {
+        _producer = await ProducerInstance.StartAsync(_queue, new Dictionary<string, string?>
+        {
+            ["Producer:ContextSize"] = "4096",
+            ["Producer:FinalizeInterval"] = "00:00:00.200",
+        });
+        _worker = await WorkerInstance.StartAsync(_queue, new Dictionary<string, string?> { ["Inference:Slots"] = "16" });
+    }
+
+    [OneTimeTearDown]
+    public async Task StopAsync()
+    {
+        await _worker.DisposeAsync();
+        await _producer.DisposeAsync();
+        await Broker.DeleteAsync(_queue);
+    }
+
+    private static object SchemaFormat => new
+    {
+        type = "json_schema",
+        json_schema = new { name = "ticket", strict = true, schema = JsonNode.Parse(Schema) },
+    };
+
+    [Test]
+    public async Task ShouldReturnJsonValidAgainstTheSchema_WhenTwoHundredJobsSampleFreelyUnderIt()
+    {
+        var accepted = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => _producer.Client.SubmitAsync(new
+        {
+            prompt = $"Ticket {i}: my invoice is wrong",
+            max_tokens = 600,
+            temperature = 1.0,
+            seed = (uint)i,
+            response_format = SchemaFormat,
+        })));
+        var done = await Task.WhenAll(accepted.Select(a => _producer.Client.WaitForFinalAsync(a.Id, TimeSpan.FromMinutes(4))));
+
+        var schema = JsonSchema.FromText(Schema);
+        var invalid = new List<string>();
+        foreach (var job in done)
+        {
+            Assert.That(job.Status, Is.EqualTo(JobStatuses.Succeeded), job.Error);
+            if (job.FinishReason != "stop" || !IsValid(schema, job.OutputText!))
+            {
+                invalid.Add($"{job.FinishReason}: {job.OutputText}");
+            }
+        }
+
+        Assert.That(invalid, Is.Empty, $"{invalid.Count} of 200 outputs do not validate");
+        Assert.That(done.Select(j => j.OutputText).Distinct().Count(), Is.GreaterThan(150), "sampled freely, not one answer");
+    }
+
+    [Test]
+    public async Task ShouldReturnAJsonObject_WhenJsonObjectIsAsked()
+    {
+        var accepted = await Task.WhenAll(Enumerable.Range(0, 50).Select(i => _producer.Client.SubmitAsync(new
+        {
+            messages = new[] { new { role = "user", content = $"Describe order {i} as JSON." } },
+            max_tokens = 1500,
+            temperature = 1.0,
+            seed = (uint)i,
+            response_format = new { type = "json_object" },
+        })));
+        var done = await Task.WhenAll(accepted.Select(a => _producer.Client.WaitForFinalAsync(a.Id, TimeSpan.FromMinutes(4))));
+
+        Assert.Multiple(() =>
+        {
+            foreach (var job in done)
+            {
+                Assert.That(job.FinishReason, Is.EqualTo("stop"), job.OutputText);
+                Assert.That(JsonNode.Parse(job.OutputText!), Is.InstanceOf<JsonObject>(), job.OutputText);
+            }
+        });
+    }
+
+    [Test]
+    public async Task ShouldValidateEveryLine_WhenABatchFileAsksForTheSchema()
+    {
+        var lines = Enumerable.Range(0, 20).Select(i => JsonSerializer.Serialize(new
+        {
+            custom_id = $"t{i}",
+            method = "POST",
+            url = "/v1/chat/completions",
+            body = new
+            {
+                messages = new[] { new { role = "user", content = $"Classify ticket {i}" } },
+                max_tokens = 600,
+                seed = (uint)i,
+                response_format = SchemaFormat,
+            },
+        }));
+        var batch = await _producer.Client.CreateBatchAsync(await _producer.Client.UploadAsync(string.Join("\n", lines)));
+        var done = await _producer.Client.WaitForBatchAsync(batch.Str("id")!, TimeSpan.FromMinutes(3), "completed", "failed");
+
+        var output = await _producer.Client.DownloadLinesAsync(done.Str("output_file_id"));
+        var schema = JsonSchema.FromText(Schema);
+        Assert.That(output, Has.Count.EqualTo(20));
+        Assert.That(output.Select(o => o["response"]!["body"]!["choices"]![0]!["message"]!.Str("content")!),
+            Has.All.Matches<string?>(content => content is not null && IsValid(schema, content)));
+    }
+
+    private static bool IsValid(JsonSchema schema, string text)
+    {
+        try
+        {
+            return schema.Evaluate(JsonDocument.Parse(text).RootElement).IsValid;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+}
