@@ -9,7 +9,7 @@ using LlmServing.ModelGen;
 
 // dotnet run -c Release --project src/Benchmarks -- [--quick] [--model PATH] [--out docs/benchmarks.md]
 //   [--slots 1,2,4,8,16,32] [--prompt-tokens 32] [--new-tokens 64] [--plumbing-jobs 3000] [--threads N]
-//   [--skip engine,e2e,mixed,plumbing,ingestion,coldstart]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
+//   [--skip engine,e2e,mixed,structured,plumbing,ingestion,coldstart]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 var options = new Dictionary<string, string>();
@@ -105,6 +105,14 @@ if (!skip.Contains("mixed"))
     continuous = await MixedBenchmark.RunAsync(modelPath, SchedulingMode.Continuous, 8, promptTokens, lengths, threads);
     Console.WriteLine($"mixed continuous  : {continuous.TokensPerSecond,8:F1} tokens/s ({continuous.Tokens} tokens in {continuous.Seconds:F1} s), " +
                       $"{continuous.TokensPerSecond / staticBatches.TokensPerSecond:F2}x static");
+}
+
+// 3b. Structured output: sampling under a JSON schema's grammar against free sampling, 8 slots.
+if (!skip.Contains("structured"))
+{
+    var (free, constrained, perJob) = await StructuredBenchmark.RunAsync(modelPath, 8, promptTokens, quick ? 16 : 48, threads);
+    report.Structured = (free, constrained, perJob);
+    Console.WriteLine($"structured output : {constrained,8:F1} tokens/s under the grammar, {free,8:F1} free ({perJob:F0} tokens a job), {constrained / free:F2}x");
 }
 
 // 4. Plumbing: an engine double answers at once; what is left is the API, PostgreSQL, RabbitMQ and the consumer.

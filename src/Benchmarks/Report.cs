@@ -12,6 +12,9 @@ public sealed class Report(string machine, string modelPath, string workload)
 
     public ColdStart? ColdStart { get; set; }
 
+    /// <summary>Tokens/s free and under a JSON schema's grammar (8 slots), and tokens a constrained job generated.</summary>
+    public (double Free, double Constrained, double TokensPerJob)? Structured { get; set; }
+
     public string Render(
         int[] slots,
         Dictionary<int, double> engine,
@@ -33,52 +36,77 @@ public sealed class Report(string machine, string modelPath, string workload)
         md.AppendLine($"- Workload: {workload}; PostgreSQL, RabbitMQ and all processes share the same cores.");
         md.AppendLine();
 
-        md.AppendLine("## 1-2. Engine ceiling and end to end").AppendLine();
-        md.AppendLine("Engine: raw LLamaSharp `BatchedExecutor`, N sequences together. End to end: N×2 jobs over HTTP → PostgreSQL → RabbitMQ → worker (N slots) → PostgreSQL, timed from the first job's `created_at` to the last `finished_at`.").AppendLine();
-        md.AppendLine("| slots | engine tokens/s | end-to-end tokens/s | end-to-end jobs/s | end to end / engine |");
-        md.AppendLine("|---:|---:|---:|---:|---:|");
-        foreach (var n in slots)
+        if (engine.Count > 0 || endToEnd.Count > 0)
         {
-            var e = engine.GetValueOrDefault(n, double.NaN);
-            var r = endToEnd.GetValueOrDefault(n);
-            md.AppendLine($"| {n} | {F(e)} | {F(r?.TokensPerSecond ?? double.NaN)} | {F(r?.JobsPerSecond ?? double.NaN, "F2")} | {F((r?.TokensPerSecond ?? double.NaN) / e, "F2")} |");
+            md.AppendLine("## 1-2. Engine ceiling and end to end").AppendLine();
+            md.AppendLine("Engine: raw LLamaSharp `BatchedExecutor`, N sequences together. End to end: N×2 jobs over HTTP → PostgreSQL → RabbitMQ → worker (N slots) → PostgreSQL, timed from the first job's `created_at` to the last `finished_at`.").AppendLine();
+            md.AppendLine("| slots | engine tokens/s | end-to-end tokens/s | end-to-end jobs/s | end to end / engine |");
+            md.AppendLine("|---:|---:|---:|---:|---:|");
+            foreach (var n in slots)
+            {
+                var e = engine.GetValueOrDefault(n, double.NaN);
+                var r = endToEnd.GetValueOrDefault(n);
+                md.AppendLine($"| {n} | {F(e)} | {F(r?.TokensPerSecond ?? double.NaN)} | {F(r?.JobsPerSecond ?? double.NaN, "F2")} | {F((r?.TokensPerSecond ?? double.NaN) / e, "F2")} |");
+            }
         }
 
-        md.AppendLine();
-        md.AppendLine("## 3. Mixed lengths: continuous against static batching").AppendLine();
-        md.AppendLine($"{lengths.Count} requests, `max_tokens` uniform in 8..256 (seeded), 8 slots, through the worker's `BatchScheduler` (no broker).").AppendLine();
-        md.AppendLine("| scheduling | tokens | seconds | tokens/s |");
-        md.AppendLine("|---|---:|---:|---:|");
-        md.AppendLine($"| static batches of 8 | {staticBatches.Tokens} | {F(staticBatches.Seconds)} | {F(staticBatches.TokensPerSecond)} |");
-        md.AppendLine($"| continuous | {continuous.Tokens} | {F(continuous.Seconds)} | {F(continuous.TokensPerSecond)} |");
-        md.AppendLine($"| **ratio** | | | **{F(continuous.TokensPerSecond / staticBatches.TokensPerSecond, "F2")}x** |");
-        md.AppendLine();
-
-        md.AppendLine("## 4. Plumbing (engine double: every job answered at once)").AppendLine();
-        md.AppendLine("| measure | value |");
-        md.AppendLine("|---|---:|");
-        if (plumbing is not null && idle is not null)
+        if (continuous.Tokens > 0 || staticBatches.Tokens > 0)
         {
-            double P(double[] v, double p) => EndToEndBenchmark.Percentile(v, p);
-            md.AppendLine($"| end-to-end jobs/s ({plumbing.Jobs} jobs, 32 concurrent submitters, 64 slots) | {F(plumbing.JobsPerSecond, "F0")} |");
-            md.AppendLine($"| raw limit jobs/s (Npgsql insert + RabbitMQ.Client publish with confirms + consume, two updates, ack) | {F(raw, "F0")} |");
-            md.AppendLine($"| end to end / raw | {F(plumbing.JobsPerSecond / raw, "F2")} |");
-            md.AppendLine($"| under load: submit → running p50 / p95 / p99 ms | {F(P(plumbing.SubmitToRunningMs, 50))} / {F(P(plumbing.SubmitToRunningMs, 95))} / {F(P(plumbing.SubmitToRunningMs, 99))} |");
-            md.AppendLine($"| under load: submit → succeeded p50 / p95 / p99 ms | {F(P(plumbing.SubmitToDoneMs, 50))} / {F(P(plumbing.SubmitToDoneMs, 95))} / {F(P(plumbing.SubmitToDoneMs, 99))} |");
-            md.AppendLine($"| free slot, one job at a time ({idle.Jobs}): submit → running p50 / p95 ms | {F(P(idle.SubmitToRunningMs, 50))} / {F(P(idle.SubmitToRunningMs, 95))} |");
-            md.AppendLine($"| free slot, one job at a time: submit → succeeded p50 / p95 ms | {F(P(idle.SubmitToDoneMs, 50))} / {F(P(idle.SubmitToDoneMs, 95))} |");
+            md.AppendLine();
+            md.AppendLine("## 3. Mixed lengths: continuous against static batching").AppendLine();
+            md.AppendLine($"{lengths.Count} requests, `max_tokens` uniform in 8..256 (seeded), 8 slots, through the worker's `BatchScheduler` (no broker).").AppendLine();
+            md.AppendLine("| scheduling | tokens | seconds | tokens/s |");
+            md.AppendLine("|---|---:|---:|---:|");
+            md.AppendLine($"| static batches of 8 | {staticBatches.Tokens} | {F(staticBatches.Seconds)} | {F(staticBatches.TokensPerSecond)} |");
+            md.AppendLine($"| continuous | {continuous.Tokens} | {F(continuous.Seconds)} | {F(continuous.TokensPerSecond)} |");
+            md.AppendLine($"| **ratio** | | | **{F(continuous.TokensPerSecond / staticBatches.TokensPerSecond, "F2")}x** |");
+            md.AppendLine();
         }
 
-        md.AppendLine();
-        md.AppendLine("## 5. Batch ingestion").AppendLine();
-        md.AppendLine("A JSONL file of chat lines streamed from disk to `POST /v1/files`, then `POST /v1/batches`; timed until every line is " +
-                      "validated, bulk-inserted (binary COPY) and confirmed by RabbitMQ. Peak memory: the process's working set above its level " +
-                      "before the upload (the Producer runs inside the benchmark process; no worker).").AppendLine();
-        md.AppendLine("| lines | seconds | lines/s | peak memory above baseline |");
-        md.AppendLine("|---:|---:|---:|---:|");
-        foreach (var i in Ingestion)
+        if (plumbing is not null)
         {
-            md.AppendLine($"| {i.Lines:N0} | {F(i.Seconds)} | {F(i.LinesPerSecond, "F0")} | {F(i.PeakMegabytes, "F0")} MB |");
+            md.AppendLine("## 4. Plumbing (engine double: every job answered at once)").AppendLine();
+            md.AppendLine("| measure | value |");
+            md.AppendLine("|---|---:|");
+            if (plumbing is not null && idle is not null)
+            {
+                double P(double[] v, double p) => EndToEndBenchmark.Percentile(v, p);
+                md.AppendLine($"| end-to-end jobs/s ({plumbing.Jobs} jobs, 32 concurrent submitters, 64 slots) | {F(plumbing.JobsPerSecond, "F0")} |");
+                md.AppendLine($"| raw limit jobs/s (Npgsql insert + RabbitMQ.Client publish with confirms + consume, two updates, ack) | {F(raw, "F0")} |");
+                md.AppendLine($"| end to end / raw | {F(plumbing.JobsPerSecond / raw, "F2")} |");
+                md.AppendLine($"| under load: submit → running p50 / p95 / p99 ms | {F(P(plumbing.SubmitToRunningMs, 50))} / {F(P(plumbing.SubmitToRunningMs, 95))} / {F(P(plumbing.SubmitToRunningMs, 99))} |");
+                md.AppendLine($"| under load: submit → succeeded p50 / p95 / p99 ms | {F(P(plumbing.SubmitToDoneMs, 50))} / {F(P(plumbing.SubmitToDoneMs, 95))} / {F(P(plumbing.SubmitToDoneMs, 99))} |");
+                md.AppendLine($"| free slot, one job at a time ({idle.Jobs}): submit → running p50 / p95 ms | {F(P(idle.SubmitToRunningMs, 50))} / {F(P(idle.SubmitToRunningMs, 95))} |");
+                md.AppendLine($"| free slot, one job at a time: submit → succeeded p50 / p95 ms | {F(P(idle.SubmitToDoneMs, 50))} / {F(P(idle.SubmitToDoneMs, 95))} |");
+            }
+        }
+
+        if (Ingestion.Count > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("## 5. Batch ingestion").AppendLine();
+            md.AppendLine("A JSONL file of chat lines streamed from disk to `POST /v1/files`, then `POST /v1/batches`; timed until every line is " +
+                          "validated, bulk-inserted (binary COPY) and confirmed by RabbitMQ. Peak memory: the process's working set above its level " +
+                          "before the upload (the Producer runs inside the benchmark process; no worker).").AppendLine();
+            md.AppendLine("| lines | seconds | lines/s | peak memory above baseline |");
+            md.AppendLine("|---:|---:|---:|---:|");
+            foreach (var i in Ingestion)
+            {
+                md.AppendLine($"| {i.Lines:N0} | {F(i.Seconds)} | {F(i.LinesPerSecond, "F0")} | {F(i.PeakMegabytes, "F0")} MB |");
+            }
+        }
+
+        if (Structured is { } so)
+        {
+            md.AppendLine();
+            md.AppendLine("## 3b. Structured output").AppendLine();
+            md.AppendLine($"8 slots, temperature 1, the same seeds; every job under the grammar of a bounded JSON schema (enum, integer, boolean, " +
+                          $"array of up to 3 short strings, nested object) until the JSON closes ({F(so.TokensPerJob, "F0")} tokens a job on average), " +
+                          "against the same number of tokens sampled freely.").AppendLine();
+            md.AppendLine("| sampling | tokens/s |");
+            md.AppendLine("|---|---:|");
+            md.AppendLine($"| free | {F(so.Free)} |");
+            md.AppendLine($"| under the schema's grammar | {F(so.Constrained)} |");
         }
 
         if (ColdStart is { } c)
@@ -101,9 +129,21 @@ public sealed class Report(string machine, string modelPath, string workload)
         md.AppendLine("## Targets").AppendLine();
         var at4 = slots.Where(n => n >= 4 && engine.ContainsKey(n) && endToEnd.ContainsKey(n)).Select(n => endToEnd[n].TokensPerSecond / engine[n]).DefaultIfEmpty(double.NaN).Min();
         var scaling = engine.ContainsKey(16) && engine.ContainsKey(1) ? engine[16] / engine[1] : double.NaN;
-        md.AppendLine($"- end to end ≥ 0.9× engine at 4+ slots: lowest measured {F(at4, "F2")}×");
-        md.AppendLine($"- engine tokens/s at 16 slots ≥ 3× at 1 slot: {F(scaling, "F2")}×");
-        md.AppendLine($"- continuous ≥ 1.5× static on mixed lengths: {F(continuous.TokensPerSecond / staticBatches.TokensPerSecond, "F2")}×");
+        if (engine.Count > 0 || endToEnd.Count > 0)
+        {
+            md.AppendLine($"- end to end ≥ 0.9× engine at 4+ slots: lowest measured {F(at4, "F2")}×");
+            md.AppendLine($"- engine tokens/s at 16 slots ≥ 3× at 1 slot: {F(scaling, "F2")}×");
+        }
+
+        if (continuous.Tokens > 0)
+        {
+            md.AppendLine($"- continuous ≥ 1.5× static on mixed lengths: {F(continuous.TokensPerSecond / staticBatches.TokensPerSecond, "F2")}×");
+        }
+        if (Structured is { } st)
+        {
+            md.AppendLine($"- structured output ≥ 0.8× free tokens/s at 8 slots: {F(st.Constrained / st.Free, "F2")}×");
+        }
+
         if (plumbing is not null && idle is not null)
         {
             md.AppendLine($"- plumbing ≥ 1,000 jobs/s end to end: {F(plumbing.JobsPerSecond, "F0")}; ≥ 0.5× raw: {F(plumbing.JobsPerSecond / raw, "F2")}×");
