@@ -17,13 +17,16 @@ internal sealed class ActiveSequence : IDisposable
     private readonly StreamingTokenDecoder _decoder;
     private readonly StringBuilder _text = new();
 
-    private ActiveSequence(PendingRequest pending, Conversation conversation, ISamplingPipeline sampler, StreamingTokenDecoder decoder, int reserved)
+    private CachedPrefix? _sharedWith;
+    private int _sharedTokens;
+
+    private ActiveSequence(PendingRequest pending, Conversation conversation, ISamplingPipeline sampler, StreamingTokenDecoder decoder, int need)
     {
         Pending = pending;
         Conversation = conversation;
         Sampler = sampler;
         _decoder = decoder;
-        Reserved = reserved;
+        Need = need;
     }
 
     public PendingRequest Pending { get; }
@@ -32,20 +35,63 @@ internal sealed class ActiveSequence : IDisposable
 
     public ISamplingPipeline Sampler { get; }
 
-    /// <summary>KV cells reserved: prompt plus <c>max_tokens</c>.</summary>
-    public int Reserved { get; }
+    /// <summary>Prompt plus <c>max_tokens</c>: the KV cells the sequence can come to hold.</summary>
+    public int Need { get; }
+
+    /// <summary>KV cells reserved for it alone: <see cref="Need"/> less the cells it shares with a cached prefix (counted there).</summary>
+    public int Reserved => Need - (_sharedWith is null ? 0 : _sharedTokens);
+
+    /// <summary>Prompt tokens it took from the prefix cache instead of prefilling them.</summary>
+    public int CachedTokens { get; private set; }
+
+    /// <summary>Its prompt was offered to the prefix cache (once, after its prefill).</summary>
+    public bool Offered { get; set; }
 
     public int Generated { get; private set; }
 
     public string Text => _text.ToString();
 
     /// <summary>Starts a sequence for a request whose tokens are rendered: its prompt joins the next decode step.</summary>
-    public static ActiveSequence Start(BatchedExecutor executor, PendingRequest pending, int reserved, IReadOnlyCollection<int> grammarBans)
+    /// <param name="executor">The executor.</param>
+    /// <param name="pending">The request, its tokens rendered.</param>
+    /// <param name="need">Prompt plus <c>max_tokens</c>.</param>
+    /// <param name="cache">The prefix cache, when one is used.</param>
+    /// <param name="hit">A cached prefix to start from (and how many of its tokens), or none.</param>
+    /// <param name="grammarBans">See <see cref="SamplerFactory.InvalidUtf8Starts"/>.</param>
+    public static ActiveSequence Start(
+        BatchedExecutor executor, PendingRequest pending, int need, PrefixCache? cache, (CachedPrefix? Entry, int Length) hit,
+        IReadOnlyCollection<int> grammarBans)
     {
-        var conversation = executor.Create();
-        conversation.Prompt(pending.Tokens!);
-        return new ActiveSequence(pending, conversation, SamplerFactory.Create(pending.Request.Parameters, grammarBans),
-            new StreamingTokenDecoder(executor.Context), reserved);
+        var tokens = pending.Tokens!;
+        var conversation = hit.Entry is { } entry ? cache!.Start(entry, hit.Length) : executor.Create();
+        conversation.Prompt(tokens.AsSpan(hit.Length));
+        var sequence = new ActiveSequence(pending, conversation, SamplerFactory.Create(pending.Request.Parameters, grammarBans),
+            new StreamingTokenDecoder(executor.Context), need);
+        if (hit.Entry is { } shared)
+        {
+            sequence.Share(shared, hit.Length);
+            sequence.CachedTokens = hit.Length;
+        }
+
+        return sequence;
+    }
+
+    /// <summary>From now on the first <paramref name="tokens"/> cells of this sequence are held (and counted) by the entry.</summary>
+    public void Share(CachedPrefix entry, int tokens)
+    {
+        Unshare();
+        _sharedWith = entry;
+        _sharedTokens = tokens;
+        entry.Dependents++;
+    }
+
+    private void Unshare()
+    {
+        if (_sharedWith is { } previous)
+        {
+            previous.Dependents--;
+            _sharedWith = null;
+        }
     }
 
     /// <summary>Why the sequence must end before it samples again (cancelled, over its time limit); null to go on.</summary>
@@ -74,10 +120,11 @@ internal sealed class ActiveSequence : IDisposable
         return Generated >= Pending.Request.Parameters.MaxTokens ? "length" : null;
     }
 
-    public GenerationOutcome Outcome(string finishReason) => new(Text, finishReason, Pending.Tokens!.Length, Generated);
+    public GenerationOutcome Outcome(string finishReason) => new(Text, finishReason, Pending.Tokens!.Length, Generated) { CachedTokens = CachedTokens };
 
     public void Dispose()
     {
+        Unshare();
         Conversation.Dispose();
         Sampler.Dispose();
     }

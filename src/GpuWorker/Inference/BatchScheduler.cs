@@ -22,6 +22,7 @@ public sealed class BatchScheduler(
     private readonly InferenceOptions _options = options.Value;
     private readonly IDecodeResultFilter[] _decodeFilters = [.. decodeFilters];
     private IReadOnlyCollection<int> _grammarBans = [];
+    private PrefixCache? _cache;
 
     public SchedulerCounters Counters { get; } = new();
 
@@ -43,6 +44,7 @@ public sealed class BatchScheduler(
         await Task.Yield();
         var renderer = new PromptRenderer(model.Weights);
         _grammarBans = SamplerFactory.InvalidUtf8Starts(model.Weights.NativeHandle, model.Weights.Vocab.Count);
+        _cache = _options.MaxCachedPrefixes > 0 ? new PrefixCache(_options.MaxCachedPrefixes, _options.MinPrefixTokens) : null;
         var executor = new BatchedExecutor(model.Weights, model.Parameters);
         var active = new List<ActiveSequence>();
         try
@@ -81,6 +83,7 @@ public sealed class BatchScheduler(
                 s.Pending.Completion.TrySetCanceled(stoppingToken);
             }
 
+            _cache?.Clear();
             Counters.Idle();
             executor.Dispose();
         }
@@ -93,7 +96,7 @@ public sealed class BatchScheduler(
             return; // static batches: nothing joins until the whole batch has finished
         }
 
-        var reserved = active.Sum(s => s.Reserved);
+        var reserved = Reserved(active);
         while (active.Count < _options.Slots && _queue.TryPeek(out var pending))
         {
             if (pending == PendingRequest.Wake || pending.IsAbandoned)
@@ -130,7 +133,34 @@ public sealed class BatchScheduler(
             }
 
             var maxTokens = pending.Request.Parameters.MaxTokens;
+            var hit = _cache?.Find(pending.Tokens) ?? (null, 0);
+            if (_cache is not null && active.Any(a => a.Conversation.RequiresInference && !a.Offered
+                    && PrefixCache.CommonPrefix(a.Pending.Tokens, pending.Tokens) >= Math.Max(_cache.MinTokens, hit.Length + _cache.MinTokens)))
+            {
+                break; // a prompt sharing a longer prefix is being prefilled: start from it after this step
+            }
+
             var decision = AdmissionPolicy.Decide(pending.Tokens.Length, maxTokens, reserved, active.Count, _options.ContextSize);
+            if (decision != Admission.Reject)
+            {
+                // Cells shared with a cached prefix are counted there; evict unused prefixes while the request does not fit.
+                if (hit.Entry is { } held)
+                {
+                    held.Dependents++; // not a candidate for eviction while deciding
+                }
+
+                while ((decision = AdmissionPolicy.Decide(pending.Tokens.Length - hit.Length, maxTokens, reserved, active.Count, _options.ContextSize))
+                       == Admission.Wait && _cache?.EvictOne() == true)
+                {
+                    reserved = Reserved(active);
+                }
+
+                if (hit.Entry is { } released)
+                {
+                    released.Dependents--;
+                }
+            }
+
             if (decision == Admission.Wait)
             {
                 break; // waits for KV cells to be freed by a finishing sequence
@@ -146,8 +176,14 @@ public sealed class BatchScheduler(
             }
 
             var need = pending.Tokens.Length + maxTokens;
-            active.Add(ActiveSequence.Start(executor, pending, need, _grammarBans));
-            reserved += need;
+            var sequence = ActiveSequence.Start(executor, pending, need, _cache, hit, _grammarBans);
+            active.Add(sequence);
+            if (hit.Entry is not null)
+            {
+                Counters.PrefixHit(hit.Length);
+            }
+
+            reserved = Reserved(active);
             Counters.Reserved(reserved);
         }
     }
@@ -187,6 +223,11 @@ public sealed class BatchScheduler(
                 continue; // still in prefill
             }
 
+            if (!s.Offered)
+            {
+                Offer(s);
+            }
+
             var token = s.Conversation.Sample(s.Sampler);
             if (token.IsEndOfGeneration(vocab) && !s.Pending.Request.Parameters.IgnoreEos)
             {
@@ -203,6 +244,28 @@ public sealed class BatchScheduler(
             {
                 s.Conversation.Prompt(token);
             }
+        }
+    }
+
+    /// <summary>KV cells spoken for: every active sequence's own reservation plus the cached prefixes (shared cells once).</summary>
+    private int Reserved(List<ActiveSequence> active) => active.Sum(s => s.Reserved) + (_cache?.Cells ?? 0);
+
+    /// <summary>
+    /// Right after its prefill (before its first sample, so that the copy holds the prompt only), a prompt with at least
+    /// <see cref="InferenceOptions.MinPrefixTokens"/> tokens the cache did not already give it becomes a cached prefix.
+    /// </summary>
+    private void Offer(ActiveSequence s)
+    {
+        s.Offered = true;
+        var tokens = s.Pending.Tokens!;
+        if (_cache is null || tokens.Length - s.CachedTokens < _cache.MinTokens)
+        {
+            return;
+        }
+
+        if (_cache.Add(s.Conversation, tokens) is { } entry)
+        {
+            s.Share(entry, tokens.Length);
         }
     }
 
@@ -238,6 +301,7 @@ public sealed class BatchScheduler(
         }
 
         active.Clear();
+        _cache?.Clear();
         executor.Dispose();
         return new BatchedExecutor(model.Weights, model.Parameters);
     }

@@ -21,6 +21,9 @@ public sealed record GenerationOutcome(
     int CompletionTokens,
     string? Error = null)
 {
+    /// <summary>Prompt tokens taken from the prefix cache instead of being prefilled (OpenAI's <c>cached_tokens</c>).</summary>
+    public int CachedTokens { get; init; }
+
     public static GenerationOutcome Failed(string error, int promptTokens = 0) => new("", null, promptTokens, 0, error);
 }
 
@@ -125,6 +128,20 @@ public sealed class SchedulerCounters
     internal void Completed() => Interlocked.Increment(ref _sequencesCompleted);
 
     internal void DecodeFailed() => Interlocked.Increment(ref _decodeFailures);
+
+    /// <summary>Requests that started from a cached prefix, and the prompt tokens they did not prefill.</summary>
+    public long PrefixHits => Interlocked.Read(ref _prefixHits);
+
+    public long CachedPromptTokens => Interlocked.Read(ref _cachedPromptTokens);
+
+    private long _prefixHits;
+    private long _cachedPromptTokens;
+
+    internal void PrefixHit(int tokens)
+    {
+        Interlocked.Increment(ref _prefixHits);
+        Interlocked.Add(ref _cachedPromptTokens, tokens);
+    }
 
     internal void Idle() => Volatile.Write(ref _activeSequences, 0);
 }

@@ -35,6 +35,18 @@ public sealed class InferenceOptions : IValidatableObject
     [Range(0, 1024)]
     public int GpuLayers { get; set; }
 
+    /// <summary>
+    /// Prompts kept in the KV cache for reuse by later requests that share a prefix with them (a fork of the cached
+    /// sequence; only the rest is prefilled). 0 turns prefix reuse off. Each entry counts against <see cref="ContextSize"/>
+    /// and is evicted, least recently used first, when a new request needs its cells.
+    /// </summary>
+    [Range(0, 64)]
+    public int MaxCachedPrefixes { get; set; } = 4;
+
+    /// <summary>Shortest shared prefix, in tokens, worth reusing (shorter ones are prefilled again).</summary>
+    [Range(1, 1 << 20)]
+    public int MinPrefixTokens { get; set; } = 32;
+
     /// <summary>How often a failed decode is retried for the same job (after rebuilding the executor) before it fails.</summary>
     [Range(0, 10)]
     public int MaxDecodeRetries { get; set; } = 2;

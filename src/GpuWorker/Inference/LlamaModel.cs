@@ -48,7 +48,7 @@ public sealed class LlamaModel(IOptions<InferenceOptions> options, ILoggerFactor
         ContextSize = (uint)o.ContextSize,
         BatchSize = (uint)o.BatchSize,
         UBatchSize = (uint)o.BatchSize,
-        SeqMax = (uint)o.Slots,
+        SeqMax = (uint)(o.Slots + o.MaxCachedPrefixes), // cached prefixes are sequences too
         KVUnified = true,
         Threads = o.EffectiveThreads,
         BatchThreads = o.EffectiveThreads,

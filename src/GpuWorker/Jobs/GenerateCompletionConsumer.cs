@@ -86,7 +86,10 @@ public sealed class GenerateCompletionConsumer(
             return;
         }
 
-        var result = new JobResult(outcome.Text, outcome.FinishReason ?? "stop", outcome.PromptTokens, outcome.CompletionTokens);
+        var result = new JobResult(outcome.Text, outcome.FinishReason ?? "stop", outcome.PromptTokens, outcome.CompletionTokens)
+        {
+            CachedTokens = outcome.CachedTokens,
+        };
         if (outcome.FinishReason == "cancelled")
         {
             await jobs.CompleteCancelledAsync(message.JobId, result, CancellationToken.None);

@@ -85,6 +85,9 @@ public static class BatchShapes
         w.WriteNumber("prompt_tokens", row.PromptTokens ?? 0);
         w.WriteNumber("completion_tokens", row.CompletionTokens ?? 0);
         w.WriteNumber("total_tokens", (row.PromptTokens ?? 0) + (row.CompletionTokens ?? 0));
+        w.WriteStartObject("prompt_tokens_details");
+        w.WriteNumber("cached_tokens", row.CachedTokens ?? 0);
+        w.WriteEndObject();
         w.WriteEndObject();
         w.WriteEndObject();
         w.WriteEndObject();

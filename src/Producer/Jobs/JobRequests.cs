@@ -95,7 +95,13 @@ public sealed record JobResponse
     public DateTimeOffset? CancelRequestedAt { get; init; }
 }
 
-public sealed record UsageResponse(int PromptTokens, int CompletionTokens, int TotalTokens);
+public sealed record UsageResponse(int PromptTokens, int CompletionTokens, int TotalTokens)
+{
+    /// <summary>As OpenAI: how many prompt tokens came from the prefix cache.</summary>
+    public PromptTokensDetails? PromptTokensDetails { get; init; }
+}
+
+public sealed record PromptTokensDetails(int CachedTokens);
 
 /// <summary>Milliseconds spent waiting for a worker and running on it.</summary>
 public sealed record JobTimings(double? QueueMs, double? RunMs, double? TotalMs);

@@ -247,7 +247,7 @@ public static class JobsApi
             OutputText = j.OutputText,
             FinishReason = j.FinishReason,
             Usage = j.CompletionTokens is { } c
-                ? new UsageResponse(j.PromptTokens ?? 0, c, (j.PromptTokens ?? 0) + c)
+                ? new UsageResponse(j.PromptTokens ?? 0, c, (j.PromptTokens ?? 0) + c) { PromptTokensDetails = new PromptTokensDetails(j.CachedTokens ?? 0) }
                 : null,
             Timings = new JobTimings(Ms(j.CreatedAt, j.StartedAt), Ms(j.StartedAt, j.FinishedAt), Ms(j.CreatedAt, j.FinishedAt)),
             Error = j.Error,

@@ -28,6 +28,9 @@ public sealed class Job
 
     public int? CompletionTokens { get; set; }
 
+    /// <summary>Prompt tokens the worker took from its prefix cache instead of prefilling them (OpenAI's <c>cached_tokens</c>).</summary>
+    public int? CachedTokens { get; set; }
+
     /// <summary>Row committed (the moment the API accepted the job).</summary>
     public DateTimeOffset CreatedAt { get; set; }
 

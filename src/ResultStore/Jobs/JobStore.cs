@@ -7,6 +7,9 @@ namespace LlmServing.ResultStore.Jobs;
 /// <summary>The result of a finished generation, as written by a worker.</summary>
 public sealed record JobResult(string OutputText, string FinishReason, int PromptTokens, int CompletionTokens)
 {
+    /// <summary>Prompt tokens taken from the worker's prefix cache.</summary>
+    public int CachedTokens { get; init; }
+
     /// <summary>
     /// The text as PostgreSQL can store it: a model may emit a NUL byte (a <c>&lt;0x00&gt;</c> token), which a text
     /// column rejects; it becomes U+FFFD, as other undecodable bytes already are.
@@ -276,6 +279,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
                 .SetProperty(j => j.FinishReason, result.FinishReason)
                 .SetProperty(j => j.PromptTokens, result.PromptTokens)
                 .SetProperty(j => j.CompletionTokens, result.CompletionTokens)
+                .SetProperty(j => j.CachedTokens, result.CachedTokens)
                 .SetProperty(j => j.FinishedAt, now)
                 .SetProperty(j => j.Error, (string?)null), ct);
         return updated == 1;

@@ -231,6 +231,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("character varying(64)")
                         .HasColumnName("batch_id");
 
+                    b.Property<int?>("CachedTokens")
+                        .HasColumnType("integer")
+                        .HasColumnName("cached_tokens");
+
                     b.Property<DateTimeOffset?>("CancelRequestedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("cancel_requested_at");
