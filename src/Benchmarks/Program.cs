@@ -9,7 +9,7 @@ using LlmServing.ModelGen;
 
 // dotnet run -c Release --project src/Benchmarks -- [--quick] [--model PATH] [--out docs/benchmarks.md]
 //   [--slots 1,2,4,8,16,32] [--prompt-tokens 32] [--new-tokens 64] [--plumbing-jobs 3000] [--threads N]
-//   [--skip engine,e2e,mixed,structured,plumbing,ingestion,coldstart]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
+//   [--skip engine,e2e,mixed,prefix,structured,plumbing,ingestion,coldstart] [--prefix-jobs-off N]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 var options = new Dictionary<string, string>();
@@ -105,6 +105,16 @@ if (!skip.Contains("mixed"))
     continuous = await MixedBenchmark.RunAsync(modelPath, SchedulingMode.Continuous, 8, promptTokens, lengths, threads);
     Console.WriteLine($"mixed continuous  : {continuous.TokensPerSecond,8:F1} tokens/s ({continuous.Tokens} tokens in {continuous.Seconds:F1} s), " +
                       $"{continuous.TokensPerSecond / staticBatches.TokensPerSecond:F2}x static");
+}
+
+// 3a. Shared prefix: 1,000-token instruction + ~20 unique tokens, 8 new tokens, prefix reuse on and off.
+if (!skip.Contains("prefix"))
+{
+    var jobsOn = quick ? 64 : 256;
+    var jobsOff = int.Parse(options.GetValueOrDefault("prefix-jobs-off") ?? (quick ? "16" : "256"));
+    var (on, off, share) = await PrefixBenchmark.RunAsync(modelPath, 8, 1000, jobsOn, jobsOff, 8, threads);
+    report.Prefix = (on, off, share, jobsOn, jobsOff);
+    Console.WriteLine($"shared prefix     : {on,8:F2} jobs/s with reuse ({jobsOn} jobs, {share:P0} of prompt tokens cached), {off,8:F2} without ({jobsOff} jobs), {on / off:F1}x");
 }
 
 // 3b. Structured output: sampling under a JSON schema's grammar against free sampling, 8 slots.

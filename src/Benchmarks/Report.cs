@@ -12,6 +12,9 @@ public sealed class Report(string machine, string modelPath, string workload)
 
     public ColdStart? ColdStart { get; set; }
 
+    /// <summary>Jobs/s with and without prefix reuse, the share of prompt tokens cached, and the job counts.</summary>
+    public (double On, double Off, double CachedShare, int JobsOn, int JobsOff)? Prefix { get; set; }
+
     /// <summary>Tokens/s free and under a JSON schema's grammar (8 slots), and tokens a constrained job generated.</summary>
     public (double Free, double Constrained, double TokensPerJob)? Structured { get; set; }
 
@@ -96,6 +99,19 @@ public sealed class Report(string machine, string modelPath, string workload)
             }
         }
 
+        if (Prefix is { } px)
+        {
+            md.AppendLine();
+            md.AppendLine("## 3a. Shared prefix").AppendLine();
+            md.AppendLine("Every job: the same 1,000-token instruction plus about 20 unique tokens, 8 new tokens (greedy), 8 slots, through the " +
+                          "worker's `BatchScheduler`; the same settings with prefix reuse on (`Inference:MaxCachedPrefixes` 4) and off (0).").AppendLine();
+            md.AppendLine("| prefix reuse | jobs | jobs/s | prompt tokens cached |");
+            md.AppendLine("|---|---:|---:|---:|");
+            md.AppendLine($"| on | {px.JobsOn} | {F(px.On, "F2")} | {px.CachedShare:P0} |");
+            md.AppendLine($"| off | {px.JobsOff} | {F(px.Off, "F2")} | 0% |");
+            md.AppendLine($"| **ratio** | | **{F(px.On / px.Off, "F1")}x** | |");
+        }
+
         if (Structured is { } so)
         {
             md.AppendLine();
@@ -139,6 +155,11 @@ public sealed class Report(string machine, string modelPath, string workload)
         {
             md.AppendLine($"- continuous ≥ 1.5× static on mixed lengths: {F(continuous.TokensPerSecond / staticBatches.TokensPerSecond, "F2")}×");
         }
+        if (Prefix is { } pt)
+        {
+            md.AppendLine($"- shared prefix ≥ 3× the jobs/s with reuse: {F(pt.On / pt.Off, "F1")}×");
+        }
+
         if (Structured is { } st)
         {
             md.AppendLine($"- structured output ≥ 0.8× free tokens/s at 8 slots: {F(st.Constrained / st.Free, "F2")}×");
