@@ -85,4 +85,10 @@ public sealed record GenerationParameters
     /// Producer from the request's <c>response_format</c>, never taken from a client as is.
     /// </summary>
     public string? Grammar { get; init; }
+
+    /// <summary>Return the log-probability of each generated token (OpenAI's <c>logprobs</c>).</summary>
+    public bool Logprobs { get; init; }
+
+    /// <summary>With <see cref="Logprobs"/>: the most likely alternatives at each position, 0..20.</summary>
+    public int TopLogprobs { get; init; }
 }

@@ -59,7 +59,9 @@ public sealed class BadInputTests
         yield return Case("IgnoreEosMeetsAJsonFormat", """{"prompt": "a", "ignore_eos": true, "response_format": {"type": "json_object"}}""", 422, "ignore_eos", "must be able to end");
         yield return Case("ARawGrammarIsGiven", """{"prompt": "a", "grammar": "root ::= \"x\""}""", 422, "grammar", "raw GBNF");
         yield return Case("StreamingIsAsked", """{"prompt": "a", "stream": true}""", 422, "stream", "whole result");
-        yield return Case("LogprobsAreAsked", """{"prompt": "a", "logprobs": true, "top_logprobs": 3}""", 422, "logprobs", "not supported yet");
+        yield return Case("LogprobsIsANumber", """{"prompt": "a", "logprobs": 5}""", 422, "logprobs", "true or false");
+        yield return Case("TopLogprobsIsOver20", """{"prompt": "a", "logprobs": true, "top_logprobs": 21}""", 422, "top_logprobs", "between 0 and 20");
+        yield return Case("TopLogprobsComeWithoutLogprobs", """{"prompt": "a", "top_logprobs": 3}""", 422, "top_logprobs", "needs 'logprobs': true");
         yield return Case("AFieldIsUnknown", """{"prompt": "a", "frobnicate": 1}""", 422, "frobnicate", "not a supported field");
         yield return Case("TopKIsNegative", """{"prompt": "a", "top_k": -1}""", 422, "top_k", "between 0 (off) and 1000");
         yield return Case("MinPIsAboveOne", """{"prompt": "a", "min_p": 1.5}""", 422, "min_p", "between 0 and 1");

@@ -110,7 +110,7 @@ public sealed class PrefixReuseTests
             var lines = Enumerable.Range(0, 6).Select(i => JsonSerializer.Serialize(new
             {
                 custom_id = $"p{i}", method = "POST", url = "/v1/completions",
-                body = new { prompt = Opening + Endings[i % Endings.Length], max_tokens = 8, temperature = 0 },
+                body = new { prompt = Opening + Endings[i % Endings.Length], max_tokens = 8, temperature = 0, logprobs = true, top_logprobs = 2 },
             }));
             var batch = await producer.Client.CreateBatchAsync(await producer.Client.UploadAsync(string.Join("\n", lines)), "/v1/completions");
             var done = await producer.Client.WaitForBatchAsync(batch.Str("id")!, TimeSpan.FromMinutes(1), "completed", "failed");
@@ -119,6 +119,8 @@ public sealed class PrefixReuseTests
             var cached = output.Select(o => o["response"]!["body"]!["usage"]!["prompt_tokens_details"]!["cached_tokens"]!.GetValue<int>()).ToList();
             Assert.That(output, Has.Count.EqualTo(6));
             Assert.That(cached.Count(c => c >= 40), Is.GreaterThanOrEqualTo(4), string.Join(",", cached));
+            Assert.That(output.Select(o => o["response"]!["body"]!["choices"]![0]!["logprobs"]!["content"]!.AsArray().Count), Is.All.EqualTo(8),
+                "each line's logprobs, in OpenAI's shape");
         }
         finally
         {

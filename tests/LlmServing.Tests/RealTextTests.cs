@@ -126,6 +126,36 @@ public sealed class RealTextTests
         Assert.That(DistinctRatio(penalised.OutputText!), Is.GreaterThan(DistinctRatio(plain.OutputText!)));
     }
 
+    [Test]
+    public async Task ShouldReturnLogprobsInOpenAisShape_WhenAskedWithTopAlternatives()
+    {
+        var done = await RunAsync(new { prompt = "Once upon a time", max_tokens = 20, temperature = 0, logprobs = true, top_logprobs = 5 });
+
+        var content = done.Logprobs!.Value.GetProperty("content").EnumerateArray().ToList();
+        Assert.That(content, Has.Count.EqualTo(20), "one entry per generated token");
+        Assert.That(string.Concat(content.Select(c => c.GetProperty("token").GetString())), Is.EqualTo(done.OutputText));
+        Assert.Multiple(() =>
+        {
+            foreach (var c in content)
+            {
+                var top = c.GetProperty("top_logprobs").EnumerateArray().ToList();
+                Assert.That(top, Has.Count.EqualTo(5));
+                Assert.That(top.Select(t => t.GetProperty("logprob").GetSingle()), Is.Ordered.Descending);
+                Assert.That(top[0].GetProperty("token").GetString(), Is.EqualTo(c.GetProperty("token").GetString()), "greedy picks the most likely token");
+                Assert.That(c.GetProperty("logprob").GetSingle(), Is.LessThanOrEqualTo(0f).And.EqualTo(top[0].GetProperty("logprob").GetSingle()).Within(1e-4));
+                Assert.That(c.GetProperty("bytes").GetArrayLength(), Is.GreaterThan(0));
+            }
+        });
+    }
+
+    [Test]
+    public async Task ShouldLeaveLogprobsOut_WhenNotAsked()
+    {
+        var done = await RunAsync(new { prompt = "Once upon a time", max_tokens = 5, temperature = 0 });
+
+        Assert.That(done.Logprobs, Is.Null);
+    }
+
     /// <summary>The comma's token ids in this model: its own piece, and its byte token (the fallback).</summary>
     private static int[] CommaTokens()
     {

@@ -103,4 +103,23 @@ public sealed class SchedulerPartsTests
 
     private static GenerationRequest Request(string prompt, bool batch = false) =>
         new(Guid.NewGuid(), prompt, null, new GenerationParameters { MaxTokens = 4 }) { IsBatch = batch };
+
+    [Test]
+    public void ShouldGiveLogprobsThatSumToOneAndSortedAlternatives_WhenComputedFromLogits()
+    {
+        float[] logits = [2f, -1f, 0.5f, 3f, 0f];
+
+        var (chosen, top) = Logprobs.Of(logits, 3, 3);
+        var all = Enumerable.Range(0, logits.Length).Select(i => Logprobs.Of(logits, i, 0).Chosen).ToList();
+
+        Assert.That(all.Sum(l => Math.Exp(l)), Is.EqualTo(1.0).Within(1e-5));
+        Assert.That(top.Select(t => t.Token), Is.EqualTo(new[] { 3, 0, 2 }));
+        Assert.That(top[0].Logprob, Is.EqualTo(chosen).Within(1e-6));
+        Assert.That(top.Select(t => t.Logprob), Is.Ordered.Descending);
+        Assert.That(all, Is.All.LessThanOrEqualTo(0f));
+    }
+
+    [Test]
+    public void ShouldWriteNoNulInTokenText_WhenATokenIsTheNulByte() =>
+        Assert.That(Logprobs.Text([0x41, 0x00]), Is.EqualTo("A\uFFFD"));
 }

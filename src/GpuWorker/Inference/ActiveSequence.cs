@@ -47,6 +47,31 @@ internal sealed class ActiveSequence : IDisposable
     /// <summary>Its prompt was offered to the prefix cache (once, after its prefill).</summary>
     public bool Offered { get; set; }
 
+    private List<TokenLogprob>? _logprobs;
+
+    /// <summary>Records the log-probabilities of a sampled token from the logits it was sampled from.</summary>
+    public void RecordLogprobs(ReadOnlySpan<float> logits, LLamaToken token, SafeLlamaModelHandle model)
+    {
+        var p = Pending.Request.Parameters;
+        var (chosen, top) = Logprobs.Of(logits, (int)token, p.TopLogprobs);
+        var bytes = Bytes(model, token);
+        var alternatives = new List<TopLogprob>(top.Count);
+        foreach (var (id, logprob) in top)
+        {
+            var b = Bytes(model, id);
+            alternatives.Add(new TopLogprob(Logprobs.Text(b), logprob, b));
+        }
+
+        (_logprobs ??= []).Add(new TokenLogprob(Logprobs.Text(bytes), chosen, bytes, alternatives));
+    }
+
+    private static byte[] Bytes(SafeLlamaModelHandle model, LLamaToken token)
+    {
+        Span<byte> buffer = stackalloc byte[256];
+        var length = (int)model.TokenToSpan(token, buffer, 0, false);
+        return length <= buffer.Length ? buffer[..length].ToArray() : [];
+    }
+
     public int Generated { get; private set; }
 
     public string Text => _text.ToString();
@@ -120,7 +145,12 @@ internal sealed class ActiveSequence : IDisposable
         return Generated >= Pending.Request.Parameters.MaxTokens ? "length" : null;
     }
 
-    public GenerationOutcome Outcome(string finishReason) => new(Text, finishReason, Pending.Tokens!.Length, Generated) { CachedTokens = CachedTokens };
+    public GenerationOutcome Outcome(string finishReason) =>
+        new(Text, finishReason, Pending.Tokens!.Length, Generated)
+        {
+            CachedTokens = CachedTokens,
+            Logprobs = Pending.Request.Parameters.Logprobs ? _logprobs ?? [] : null,
+        };
 
     public void Dispose()
     {

@@ -228,6 +228,8 @@ public sealed class BatchScheduler(
                 Offer(s);
             }
 
+            // The model's distribution, copied before the sampler chain reads it (only when asked: a copy per token).
+            var logits = s.Pending.Request.Parameters.Logprobs ? s.Conversation.Sample(0).ToArray() : null;
             var token = s.Conversation.Sample(s.Sampler);
             if (token.IsEndOfGeneration(vocab) && !s.Pending.Request.Parameters.IgnoreEos)
             {
@@ -236,6 +238,11 @@ public sealed class BatchScheduler(
             }
 
             Counters.Token();
+            if (logits is not null)
+            {
+                s.RecordLogprobs(logits, token, model.Weights.NativeHandle);
+            }
+
             if (s.Accept(token) is { } reason)
             {
                 Finish(active, i, reason);

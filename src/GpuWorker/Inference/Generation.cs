@@ -24,6 +24,9 @@ public sealed record GenerationOutcome(
     /// <summary>Prompt tokens taken from the prefix cache instead of being prefilled (OpenAI's <c>cached_tokens</c>).</summary>
     public int CachedTokens { get; init; }
 
+    /// <summary>Each generated token with its log-probability, when the request asked for them.</summary>
+    public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
+
     public static GenerationOutcome Failed(string error, int promptTokens = 0) => new("", null, promptTokens, 0, error);
 }
 

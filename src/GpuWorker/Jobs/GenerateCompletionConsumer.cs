@@ -53,6 +53,8 @@ public sealed class GenerateCompletionConsumer(
         }
     }
 
+    private static string LogprobsJson(IReadOnlyList<TokenLogprob> logprobs) => LogprobsShape.Serialize(logprobs);
+
     private async Task RunAsync(GenerateCompletion message, Job job, CancellationToken ct)
     {
         if (job.Attempts > worker.Value.MaxAttempts)
@@ -89,6 +91,7 @@ public sealed class GenerateCompletionConsumer(
         var result = new JobResult(outcome.Text, outcome.FinishReason ?? "stop", outcome.PromptTokens, outcome.CompletionTokens)
         {
             CachedTokens = outcome.CachedTokens,
+            LogprobsJson = outcome.Logprobs is { } logprobs ? LogprobsJson(logprobs) : null,
         };
         if (outcome.FinishReason == "cancelled")
         {
@@ -102,6 +105,21 @@ public sealed class GenerateCompletionConsumer(
             "Job {JobId} succeeded: {Prompt} prompt + {Completion} completion tokens, attempt {Attempt}",
             message.JobId, outcome.PromptTokens, outcome.CompletionTokens, job.Attempts);
     }
+}
+
+/// <summary>OpenAI's <c>logprobs</c> object: <c>{"content": [{token, logprob, bytes, top_logprobs}]}</c>.</summary>
+file static class LogprobsShape
+{
+    public static string Serialize(IReadOnlyList<TokenLogprob> tokens) => System.Text.Json.JsonSerializer.Serialize(new
+    {
+        content = tokens.Select(t => new
+        {
+            token = t.Token,
+            logprob = t.Logprob,
+            bytes = t.Bytes.Select(b => (int)b),
+            top_logprobs = t.TopLogprobs.Select(a => new { token = a.Token, logprob = a.Logprob, bytes = a.Bytes.Select(b => (int)b) }),
+        }),
+    });
 }
 
 /// <summary>A job that failed on every attempt: not retried; its message goes to the error queue.</summary>

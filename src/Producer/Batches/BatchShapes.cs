@@ -77,7 +77,16 @@ public static class BatchShapes
             w.WriteString("text", row.OutputText);
         }
 
-        w.WriteNull("logprobs");
+        if (row.Logprobs is { } logprobs)
+        {
+            w.WritePropertyName("logprobs");
+            w.WriteRawValue(logprobs, skipInputValidation: true);
+        }
+        else
+        {
+            w.WriteNull("logprobs");
+        }
+
         w.WriteString("finish_reason", row.FinishReason == "time_limit" ? "length" : row.FinishReason);
         w.WriteEndObject();
         w.WriteEndArray();

@@ -57,6 +57,12 @@ public sealed class CreateJobRequest
     /// <summary>Token id (as a string key, as OpenAI writes it) to a bias of -100..100; at most 300 entries.</summary>
     public Dictionary<string, float>? LogitBias { get; set; }
 
+    /// <summary>Return each generated token's log-probability (<c>true</c>/<c>false</c>).</summary>
+    public JsonElement? Logprobs { get; set; }
+
+    /// <summary>With <c>logprobs: true</c>, the most likely alternatives at each position (0..20).</summary>
+    public int? TopLogprobs { get; set; }
+
     /// <summary>
     /// <c>{"type": "text"}</c> (the default), <c>{"type": "json_object"}</c>, or <c>{"type": "json_schema",
     /// "json_schema": {"name", "schema", "strict"}}</c>: the output follows the schema (see the README for the keywords).
@@ -93,6 +99,9 @@ public sealed record JobResponse
     public int Attempts { get; init; }
     public DateTimeOffset? Deadline { get; init; }
     public DateTimeOffset? CancelRequestedAt { get; init; }
+
+    /// <summary>OpenAI's <c>logprobs</c> object (<c>content[]</c> of token, logprob, bytes, top_logprobs), when asked for.</summary>
+    public JsonElement? Logprobs { get; init; }
 }
 
 public sealed record UsageResponse(int PromptTokens, int CompletionTokens, int TotalTokens)
@@ -163,7 +172,7 @@ internal static class JobRequestValidator
             var harmless = HarmlessFields.Contains(name)
                            || value.ValueKind == JsonValueKind.Null
                            || (name == "n" && value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out var n) && n == 1)
-                           || (name is "stream" or "logprobs" or "echo" && value.ValueKind == JsonValueKind.False);
+                           || (name is "stream" or "echo" && value.ValueKind == JsonValueKind.False);
             if (harmless)
             {
                 continue;
@@ -173,7 +182,6 @@ internal static class JobRequestValidator
             {
                 "n" => "'n' other than 1 (several choices) is not supported yet.",
                 "stream" => "'stream' is not supported here: jobs and batch lines return their whole result.",
-                "logprobs" or "top_logprobs" => $"'{field}' is not supported yet.",
                 "grammar" => "'grammar' (raw GBNF) is not supported; describe the output with response_format and a JSON schema.",
                 "tools" or "tool_choice" or "functions" or "function_call" or "parallel_tool_calls" => $"'{field}': tool and function calling is not supported.",
                 "audio" or "modalities" => $"'{field}': only text is supported.",
@@ -384,6 +392,28 @@ internal static class JobRequestValidator
             Error(field, message);
         }
 
+        var logprobs = false;
+        switch (r.Logprobs)
+        {
+            case null or { ValueKind: JsonValueKind.Null or JsonValueKind.False }:
+                break;
+            case { ValueKind: JsonValueKind.True }:
+                logprobs = true;
+                break;
+            default:
+                Error("logprobs", "'logprobs' is true or false; ask for alternatives with 'top_logprobs' (0 to 20).");
+                break;
+        }
+
+        if (r.TopLogprobs is < 0 or > 20)
+        {
+            Error("top_logprobs", $"'top_logprobs' must be between 0 and 20; got {r.TopLogprobs}.");
+        }
+        else if (r.TopLogprobs is > 0 && !logprobs)
+        {
+            Error("top_logprobs", "'top_logprobs' needs 'logprobs': true.");
+        }
+
         string? grammar = null;
         try
         {
@@ -411,6 +441,7 @@ internal static class JobRequestValidator
             TopK = r.TopK ?? 0, MinP = r.MinP ?? 0f, FrequencyPenalty = r.FrequencyPenalty ?? 0f, PresencePenalty = r.PresencePenalty ?? 0f,
             RepetitionPenalty = r.RepetitionPenalty ?? 1f, LogitBias = logitBias.Count > 0 ? logitBias : null,
             Grammar = grammar,
+            Logprobs = logprobs, TopLogprobs = r.TopLogprobs ?? 0,
         };
         return (parameters, messages, []);
     }

@@ -254,6 +254,7 @@ public static class JobsApi
             Attempts = j.Attempts,
             Deadline = j.Deadline,
             CancelRequestedAt = j.CancelRequestedAt,
+            Logprobs = j.Logprobs is { } logprobs ? JsonDocument.Parse(logprobs).RootElement.Clone() : null,
         };
     }
 

@@ -31,6 +31,9 @@ public sealed class Job
     /// <summary>Prompt tokens the worker took from its prefix cache instead of prefilling them (OpenAI's <c>cached_tokens</c>).</summary>
     public int? CachedTokens { get; set; }
 
+    /// <summary>OpenAI's <c>logprobs</c> object (jsonb), when the request asked for log-probabilities.</summary>
+    public string? Logprobs { get; set; }
+
     /// <summary>Row committed (the moment the API accepted the job).</summary>
     public DateTimeOffset CreatedAt { get; set; }
 

@@ -10,6 +10,9 @@ public sealed record JobResult(string OutputText, string FinishReason, int Promp
     /// <summary>Prompt tokens taken from the worker's prefix cache.</summary>
     public int CachedTokens { get; init; }
 
+    /// <summary>OpenAI's <c>logprobs</c> object as JSON, when the request asked for it.</summary>
+    public string? LogprobsJson { get; init; }
+
     /// <summary>
     /// The text as PostgreSQL can store it: a model may emit a NUL byte (a <c>&lt;0x00&gt;</c> token), which a text
     /// column rejects; it becomes U+FFFD, as other undecodable bytes already are.
@@ -280,6 +283,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
                 .SetProperty(j => j.PromptTokens, result.PromptTokens)
                 .SetProperty(j => j.CompletionTokens, result.CompletionTokens)
                 .SetProperty(j => j.CachedTokens, result.CachedTokens)
+                .SetProperty(j => j.Logprobs, result.LogprobsJson)
                 .SetProperty(j => j.FinishedAt, now)
                 .SetProperty(j => j.Error, (string?)null), ct);
         return updated == 1;

@@ -282,6 +282,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("integer")
                         .HasColumnName("line_number");
 
+                    b.Property<string>("Logprobs")
+                        .HasColumnType("jsonb")
+                        .HasColumnName("logprobs");
+
                     b.Property<string>("OutputText")
                         .HasColumnType("text")
                         .HasColumnName("output_text");
