@@ -91,4 +91,7 @@ public sealed record GenerationParameters
 
     /// <summary>With <see cref="Logprobs"/>: the most likely alternatives at each position, 0..20.</summary>
     public int TopLogprobs { get; init; }
+
+    /// <summary>Choices to generate from one prefill (OpenAI's <c>n</c>), 1..8; each takes a sequence slot.</summary>
+    public int N { get; init; } = 1;
 }

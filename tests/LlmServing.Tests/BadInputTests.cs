@@ -51,7 +51,7 @@ public sealed class BadInputTests
         yield return Case("TooManyStopStrings", """{"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}""", 422, "stop", "At most 4");
         yield return Case("QueueTimeoutIsZero", """{"prompt": "a", "queue_timeout_seconds": 0}""", 422, "queue_timeout_seconds", "between 1 and 604800");
         yield return Case("GenerationLimitIsOverAnHour", """{"prompt": "a", "max_generation_seconds": 5000}""", 422, "max_generation_seconds", "between 1 and 3600");
-        yield return Case("SeveralChoicesAreAsked", """{"prompt": "a", "n": 4}""", 422, "n", "'n' other than 1");
+        yield return Case("NineChoicesAreAsked", """{"prompt": "a", "n": 9}""", 422, "n", "between 1 and 8");
         yield return Case("ToolsAreGiven", """{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}""", 422, "tools", "tool and function calling");
         yield return Case("AResponseFormatTypeIsUnknown", """{"prompt": "a", "response_format": {"type": "xml"}}""", 422, "response_format", "\"json_object\" or \"json_schema\"");
         yield return Case("ASchemaUsesAnUnsupportedKeyword", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}}""", 422, "response_format", "keyword 'pattern' is not supported");

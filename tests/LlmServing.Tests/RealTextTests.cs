@@ -156,6 +156,40 @@ public sealed class RealTextTests
         Assert.That(done.Logprobs, Is.Null);
     }
 
+    [Test]
+    public async Task ShouldReturnFourChoicesWithThePromptCountedOnce_WhenNIsFour()
+    {
+        var one = await RunAsync(new { prompt = "Once upon a time", max_tokens = 24, temperature = 1.0, seed = 5u });
+        var four = await RunAsync(new { prompt = "Once upon a time", max_tokens = 24, temperature = 1.0, seed = 5u, n = 4, logprobs = true });
+
+        var choices = four.Choices!.Value.EnumerateArray().ToList();
+        Assert.That(choices.Select(c => c.GetProperty("index").GetInt32()), Is.EqualTo(new[] { 0, 1, 2, 3 }));
+        Assert.That(four.Usage!.PromptTokens, Is.EqualTo(one.Usage!.PromptTokens), "the prompt is counted once");
+        Assert.That(four.Usage.CompletionTokens, Is.EqualTo(choices.Sum(c => c.GetProperty("completion_tokens").GetInt32())));
+        Assert.That(choices[0].GetProperty("text").GetString(), Is.EqualTo(one.OutputText), "choice 0 is what n = 1 writes with the same seed");
+        Assert.That(four.OutputText, Is.EqualTo(one.OutputText));
+        Assert.That(choices.Select(c => c.GetProperty("text").GetString()).Distinct().Count(), Is.GreaterThan(1), "sampled separately");
+        Assert.That(choices.Select(c => c.GetProperty("logprobs").GetProperty("content").GetArrayLength()),
+            Is.EqualTo(choices.Select(c => c.GetProperty("completion_tokens").GetInt32())));
+    }
+
+    [Test]
+    public async Task ShouldWriteEveryChoiceInBatchOutput_WhenALineAsksForThree()
+    {
+        var line = System.Text.Json.JsonSerializer.Serialize(new
+        {
+            custom_id = "three", method = "POST", url = "/v1/completions",
+            body = new { prompt = "Tom had a red ball.", max_tokens = 10, temperature = 1.0, seed = 9u, n = 3 },
+        });
+        var batch = await _producer.Client.CreateBatchAsync(await _producer.Client.UploadAsync(line), "/v1/completions");
+        var done = await _producer.Client.WaitForBatchAsync(batch.Str("id")!, TimeSpan.FromMinutes(1), "completed", "failed");
+
+        var output = await _producer.Client.DownloadLinesAsync(done.Str("output_file_id"));
+        var choices = output.Single()["response"]!["body"]!["choices"]!.AsArray();
+        Assert.That(choices.Select(c => c!["index"]!.GetValue<int>()), Is.EqualTo(new[] { 0, 1, 2 }));
+        Assert.That(choices.Select(c => c!["text"]!.GetValue<string>()), Is.All.Not.Empty);
+    }
+
     /// <summary>The comma's token ids in this model: its own piece, and its byte token (the fallback).</summary>
     private static int[] CommaTokens()
     {

@@ -35,8 +35,17 @@ internal sealed class ActiveSequence : IDisposable
 
     public ISamplingPipeline Sampler { get; }
 
-    /// <summary>Prompt plus <c>max_tokens</c>: the KV cells the sequence can come to hold.</summary>
-    public int Need { get; }
+    /// <summary>
+    /// The KV cells the sequence can come to hold: prompt plus <c>max_tokens</c> (for every choice until the first one
+    /// is forked into the others; a fork itself needs only its <c>max_tokens</c>).
+    /// </summary>
+    public int Need { get; private set; }
+
+    /// <summary>Which of the request's choices this is (0 for a single one).</summary>
+    public int ChoiceIndex { get; private init; }
+
+    /// <summary>Sequence slots it stands for: all of its request's choices until it is forked.</summary>
+    public int SlotsHeld => ChoiceIndex == 0 && !Pending.Forked ? Pending.Request.Parameters.N : 1;
 
     /// <summary>KV cells reserved for it alone: <see cref="Need"/> less the cells it shares with a cached prefix (counted there).</summary>
     public int Reserved => Need - (_sharedWith is null ? 0 : _sharedTokens);
@@ -98,7 +107,29 @@ internal sealed class ActiveSequence : IDisposable
             sequence.CachedTokens = hit.Length;
         }
 
+        pending.CachedTokens = hit.Length;
         return sequence;
+    }
+
+    /// <summary>
+    /// The other choices of a prefilled first sequence: forks sharing its prompt cells, each with its own sampler (the
+    /// request's seed plus the choice index, so that choices differ and still repeat).
+    /// </summary>
+    public IEnumerable<ActiveSequence> ForkChoices(IReadOnlyCollection<int> grammarBans)
+    {
+        var p = Pending.Request.Parameters;
+        Pending.Forked = true;
+        Need = Pending.Tokens!.Length + p.MaxTokens;
+        for (var k = 1; k < p.N; k++)
+        {
+            var parameters = p.Seed is { } seed ? p with { Seed = unchecked(seed + (uint)k) } : p;
+            yield return new ActiveSequence(Pending, Conversation.Fork(), SamplerFactory.Create(parameters, grammarBans),
+                new StreamingTokenDecoder(Conversation.Executor.Context), p.MaxTokens)
+            {
+                ChoiceIndex = k,
+                Offered = true, // the prompt is the first choice's, offered to the cache already
+            };
+        }
     }
 
     /// <summary>From now on the first <paramref name="tokens"/> cells of this sequence are held (and counted) by the entry.</summary>
@@ -144,6 +175,9 @@ internal sealed class ActiveSequence : IDisposable
 
         return Generated >= Pending.Request.Parameters.MaxTokens ? "length" : null;
     }
+
+    public GenerationChoice Choice(string finishReason) =>
+        new(ChoiceIndex, Text, finishReason, Generated, Pending.Request.Parameters.Logprobs ? _logprobs ?? [] : null);
 
     public GenerationOutcome Outcome(string finishReason) =>
         new(Text, finishReason, Pending.Tokens!.Length, Generated)

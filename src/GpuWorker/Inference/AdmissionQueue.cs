@@ -142,6 +142,15 @@ internal sealed class PendingRequest
 
     public int DecodeFailures { get; set; }
 
+    /// <summary>With several choices: the first sequence was forked into the others (after its prefill).</summary>
+    public bool Forked { get; set; }
+
+    /// <summary>With several choices: the ones that ended so far.</summary>
+    public GenerationChoice?[]? Choices { get; set; }
+
+    /// <summary>Prompt tokens the first sequence took from the prefix cache.</summary>
+    public int CachedTokens { get; set; }
+
     public volatile bool CancelRequested;
 
     /// <summary>Its consumer gave up (host stopping) or the request already ended.</summary>

@@ -97,7 +97,7 @@ public sealed class BatchScheduler(
         }
 
         var reserved = Reserved(active);
-        while (active.Count < _options.Slots && _queue.TryPeek(out var pending))
+        while (active.Sum(a => a.SlotsHeld) < _options.Slots && _queue.TryPeek(out var pending))
         {
             if (pending == PendingRequest.Wake || pending.IsAbandoned)
             {
@@ -132,7 +132,21 @@ public sealed class BatchScheduler(
                 continue;
             }
 
-            var maxTokens = pending.Request.Parameters.MaxTokens;
+            var choices = pending.Request.Parameters.N;
+            if (choices > _options.Slots)
+            {
+                _queue.Dequeue(pending);
+                pending.Complete(GenerationOutcome.Failed($"n = {choices} choices need as many sequence slots; this worker has {_options.Slots}.", pending.Tokens.Length));
+                continue;
+            }
+
+            if (active.Sum(a => a.SlotsHeld) + choices > _options.Slots)
+            {
+                break; // its choices wait for enough free slots
+            }
+
+            // Every choice can grow to max_tokens; the prompt is held once.
+            var maxTokens = pending.Request.Parameters.MaxTokens * choices;
             var hit = _cache?.Find(pending.Tokens) ?? (null, 0);
             if (_cache is not null && active.Any(a => a.Conversation.RequiresInference && !a.Offered
                     && PrefixCache.CommonPrefix(a.Pending.Tokens, pending.Tokens) >= Math.Max(_cache.MinTokens, hit.Length + _cache.MinTokens)))
@@ -170,8 +184,8 @@ public sealed class BatchScheduler(
             if (decision == Admission.Reject)
             {
                 pending.Complete(GenerationOutcome.Failed(
-                    $"The prompt ({pending.Tokens.Length} tokens) plus max_tokens ({maxTokens}) does not fit the " +
-                    $"worker's context of {_options.ContextSize} tokens.", pending.Tokens.Length));
+                    $"The prompt ({pending.Tokens.Length} tokens) plus max_tokens ({maxTokens}{(choices > 1 ? $" for {choices} choices" : "")}) " +
+                    $"does not fit the worker's context of {_options.ContextSize} tokens.", pending.Tokens.Length));
                 continue;
             }
 
@@ -201,6 +215,22 @@ public sealed class BatchScheduler(
 
     private void Sample(LLama.Native.SafeLlamaModelHandle.Vocabulary vocab, List<ActiveSequence> active)
     {
+        // A request for several choices: once its prompt is prefilled, fork it into the others (one prefill for all).
+        for (var i = active.Count - 1; i >= 0; i--)
+        {
+            var s = active[i];
+            if (s.ChoiceIndex == 0 && s.Pending.Request.Parameters.N > 1 && !s.Pending.Forked && s.Conversation.RequiresSampling
+                && !s.Pending.IsAbandoned && s.EndBeforeSampling() is null)
+            {
+                if (!s.Offered)
+                {
+                    Offer(s);
+                }
+
+                active.AddRange(s.ForkChoices(_grammarBans));
+            }
+        }
+
         for (var i = active.Count - 1; i >= 0; i--)
         {
             var s = active[i];
@@ -282,7 +312,34 @@ public sealed class BatchScheduler(
         s.Dispose();
         active.RemoveAt(index);
         Counters.Completed();
-        s.Pending.Complete(s.Outcome(reason));
+        var n = s.Pending.Request.Parameters.N;
+        if (n <= 1)
+        {
+            s.Pending.Complete(s.Outcome(reason));
+            return;
+        }
+
+        var choices = s.Pending.Choices ??= new GenerationChoice?[n];
+        choices[s.ChoiceIndex] = s.Choice(reason);
+        if (!s.Pending.Forked)
+        {
+            // Ended before its prefill was forked (cancelled, time limit): the other choices end the same way, empty.
+            for (var k = 0; k < n; k++)
+            {
+                choices[k] ??= new GenerationChoice(k, "", reason, 0, s.Pending.Request.Parameters.Logprobs ? [] : null);
+            }
+        }
+
+        if (choices.All(c => c is not null))
+        {
+            var all = choices.Select(c => c!).ToList();
+            s.Pending.Complete(new GenerationOutcome(all[0].Text, all[0].FinishReason, s.Pending.Tokens!.Length, all.Sum(c => c.CompletionTokens))
+            {
+                CachedTokens = s.Pending.CachedTokens,
+                Logprobs = all[0].Logprobs,
+                Choices = all,
+            });
+        }
     }
 
     /// <summary>
@@ -293,10 +350,18 @@ public sealed class BatchScheduler(
     {
         Counters.DecodeFailed();
         logger.LogWarning("llama_decode failed ({Result}) with {Count} active sequences; rebuilding the executor", result, active.Count);
+        var requests = new HashSet<PendingRequest>();
         for (var i = active.Count - 1; i >= 0; i--)
         {
             var s = active[i];
             s.Dispose();
+            if (!requests.Add(s.Pending))
+            {
+                continue; // another choice of the same request
+            }
+
+            s.Pending.Forked = false;
+            s.Pending.Choices = null;
             if (++s.Pending.DecodeFailures > _options.MaxDecodeRetries)
             {
                 s.Pending.Complete(GenerationOutcome.Failed($"llama_decode failed ({result}) {s.Pending.DecodeFailures} times.", s.Pending.Tokens?.Length ?? 0));

@@ -27,8 +27,14 @@ public sealed record GenerationOutcome(
     /// <summary>Each generated token with its log-probability, when the request asked for them.</summary>
     public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
 
+    /// <summary>Every choice, when the request asked for more than one (<see cref="Text"/> is the first).</summary>
+    public IReadOnlyList<GenerationChoice>? Choices { get; init; }
+
     public static GenerationOutcome Failed(string error, int promptTokens = 0) => new("", null, promptTokens, 0, error);
 }
+
+/// <summary>One of several choices generated from the same prompt.</summary>
+public sealed record GenerationChoice(int Index, string Text, string FinishReason, int CompletionTokens, IReadOnlyList<TokenLogprob>? Logprobs);
 
 /// <summary>The worker's inference interface: consumers see this, never a llama.cpp type.</summary>
 public interface IGenerator

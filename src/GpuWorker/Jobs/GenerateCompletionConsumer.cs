@@ -92,6 +92,7 @@ public sealed class GenerateCompletionConsumer(
         {
             CachedTokens = outcome.CachedTokens,
             LogprobsJson = outcome.Logprobs is { } logprobs ? LogprobsJson(logprobs) : null,
+            ChoicesJson = outcome.Choices is { } choices ? LogprobsShape.Choices(choices) : null,
         };
         if (outcome.FinishReason == "cancelled")
         {
@@ -110,7 +111,19 @@ public sealed class GenerateCompletionConsumer(
 /// <summary>OpenAI's <c>logprobs</c> object: <c>{"content": [{token, logprob, bytes, top_logprobs}]}</c>.</summary>
 file static class LogprobsShape
 {
-    public static string Serialize(IReadOnlyList<TokenLogprob> tokens) => System.Text.Json.JsonSerializer.Serialize(new
+    public static string Serialize(IReadOnlyList<TokenLogprob> tokens) => System.Text.Json.JsonSerializer.Serialize(Shape(tokens));
+
+    /// <summary>Every choice: <c>[{index, text, finish_reason, completion_tokens, logprobs}]</c>.</summary>
+    public static string Choices(IReadOnlyList<GenerationChoice> choices) => System.Text.Json.JsonSerializer.Serialize(choices.Select(c => new
+    {
+        index = c.Index,
+        text = c.Text.Replace('\0', '\uFFFD'),
+        finish_reason = c.FinishReason,
+        completion_tokens = c.CompletionTokens,
+        logprobs = c.Logprobs is { } l ? Shape(l) : null,
+    }));
+
+    private static object Shape(IReadOnlyList<TokenLogprob> tokens) => new
     {
         content = tokens.Select(t => new
         {
@@ -119,7 +132,7 @@ file static class LogprobsShape
             bytes = t.Bytes.Select(b => (int)b),
             top_logprobs = t.TopLogprobs.Select(a => new { token = a.Token, logprob = a.Logprob, bytes = a.Bytes.Select(b => (int)b) }),
         }),
-    });
+    };
 }
 
 /// <summary>A job that failed on every attempt: not retried; its message goes to the error queue.</summary>

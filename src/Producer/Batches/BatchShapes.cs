@@ -62,33 +62,21 @@ public static class BatchShapes
         w.WriteNumber("created", created);
         w.WriteString("model", row.Model ?? "llmserving");
         w.WriteStartArray("choices");
-        w.WriteStartObject();
-        w.WriteNumber("index", 0);
-        if (chat)
+        if (row.Choices is { } all)
         {
-            w.WriteStartObject("message");
-            w.WriteString("role", "assistant");
-            w.WriteString("content", row.OutputText);
-            w.WriteNull("refusal");
-            w.WriteEndObject();
+            // Several choices from one prompt (n > 1), stored as [{index, text, finish_reason, completion_tokens, logprobs}].
+            using var choices = JsonDocument.Parse(all);
+            foreach (var c in choices.RootElement.EnumerateArray())
+            {
+                var logprobs = c.TryGetProperty("logprobs", out var l) && l.ValueKind == JsonValueKind.Object ? l.GetRawText() : null;
+                WriteChoice(w, chat, c.GetProperty("index").GetInt32(), c.GetProperty("text").GetString(), logprobs, c.GetProperty("finish_reason").GetString());
+            }
         }
         else
         {
-            w.WriteString("text", row.OutputText);
+            WriteChoice(w, chat, 0, row.OutputText, row.Logprobs, row.FinishReason);
         }
 
-        if (row.Logprobs is { } logprobs)
-        {
-            w.WritePropertyName("logprobs");
-            w.WriteRawValue(logprobs, skipInputValidation: true);
-        }
-        else
-        {
-            w.WriteNull("logprobs");
-        }
-
-        w.WriteString("finish_reason", row.FinishReason == "time_limit" ? "length" : row.FinishReason);
-        w.WriteEndObject();
         w.WriteEndArray();
         w.WriteStartObject("usage");
         w.WriteNumber("prompt_tokens", row.PromptTokens ?? 0);
@@ -101,6 +89,37 @@ public static class BatchShapes
         w.WriteEndObject();
         w.WriteEndObject();
         w.WriteNull("error");
+        w.WriteEndObject();
+    }
+
+    private static void WriteChoice(Utf8JsonWriter w, bool chat, int index, string? text, string? logprobs, string? finishReason)
+    {
+        w.WriteStartObject();
+        w.WriteNumber("index", index);
+        if (chat)
+        {
+            w.WriteStartObject("message");
+            w.WriteString("role", "assistant");
+            w.WriteString("content", text);
+            w.WriteNull("refusal");
+            w.WriteEndObject();
+        }
+        else
+        {
+            w.WriteString("text", text);
+        }
+
+        if (logprobs is not null)
+        {
+            w.WritePropertyName("logprobs");
+            w.WriteRawValue(logprobs, skipInputValidation: true);
+        }
+        else
+        {
+            w.WriteNull("logprobs");
+        }
+
+        w.WriteString("finish_reason", finishReason == "time_limit" ? "length" : finishReason);
         w.WriteEndObject();
     }
 

@@ -63,6 +63,9 @@ public sealed class CreateJobRequest
     /// <summary>With <c>logprobs: true</c>, the most likely alternatives at each position (0..20).</summary>
     public int? TopLogprobs { get; set; }
 
+    /// <summary>Choices to generate from one prompt, 1..8 (the prompt is prefilled once).</summary>
+    public int? N { get; set; }
+
     /// <summary>
     /// <c>{"type": "text"}</c> (the default), <c>{"type": "json_object"}</c>, or <c>{"type": "json_schema",
     /// "json_schema": {"name", "schema", "strict"}}</c>: the output follows the schema (see the README for the keywords).
@@ -102,6 +105,9 @@ public sealed record JobResponse
 
     /// <summary>OpenAI's <c>logprobs</c> object (<c>content[]</c> of token, logprob, bytes, top_logprobs), when asked for.</summary>
     public JsonElement? Logprobs { get; init; }
+
+    /// <summary>With <c>n</c> above 1: every choice (index, text, finish_reason, completion_tokens, logprobs); <c>output_text</c> is the first.</summary>
+    public JsonElement? Choices { get; init; }
 }
 
 public sealed record UsageResponse(int PromptTokens, int CompletionTokens, int TotalTokens)
@@ -171,7 +177,6 @@ internal static class JobRequestValidator
             var field = name.Replace('\0', '\uFFFD');
             var harmless = HarmlessFields.Contains(name)
                            || value.ValueKind == JsonValueKind.Null
-                           || (name == "n" && value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out var n) && n == 1)
                            || (name is "stream" or "echo" && value.ValueKind == JsonValueKind.False);
             if (harmless)
             {
@@ -180,7 +185,6 @@ internal static class JobRequestValidator
 
             yield return (field, name switch
             {
-                "n" => "'n' other than 1 (several choices) is not supported yet.",
                 "stream" => "'stream' is not supported here: jobs and batch lines return their whole result.",
                 "grammar" => "'grammar' (raw GBNF) is not supported; describe the output with response_format and a JSON schema.",
                 "tools" or "tool_choice" or "functions" or "function_call" or "parallel_tool_calls" => $"'{field}': tool and function calling is not supported.",
@@ -405,6 +409,11 @@ internal static class JobRequestValidator
                 break;
         }
 
+        if (r.N is < 1 or > 8)
+        {
+            Error("n", $"'n' (choices) must be between 1 and 8; got {r.N}.");
+        }
+
         if (r.TopLogprobs is < 0 or > 20)
         {
             Error("top_logprobs", $"'top_logprobs' must be between 0 and 20; got {r.TopLogprobs}.");
@@ -441,7 +450,7 @@ internal static class JobRequestValidator
             TopK = r.TopK ?? 0, MinP = r.MinP ?? 0f, FrequencyPenalty = r.FrequencyPenalty ?? 0f, PresencePenalty = r.PresencePenalty ?? 0f,
             RepetitionPenalty = r.RepetitionPenalty ?? 1f, LogitBias = logitBias.Count > 0 ? logitBias : null,
             Grammar = grammar,
-            Logprobs = logprobs, TopLogprobs = r.TopLogprobs ?? 0,
+            Logprobs = logprobs, TopLogprobs = r.TopLogprobs ?? 0, N = r.N ?? 1,
         };
         return (parameters, messages, []);
     }

@@ -255,6 +255,7 @@ public static class JobsApi
             Deadline = j.Deadline,
             CancelRequestedAt = j.CancelRequestedAt,
             Logprobs = j.Logprobs is { } logprobs ? JsonDocument.Parse(logprobs).RootElement.Clone() : null,
+            Choices = j.Choices is { } choices ? JsonDocument.Parse(choices).RootElement.Clone() : null,
         };
     }
 

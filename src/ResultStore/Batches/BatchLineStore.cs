@@ -13,7 +13,7 @@ public sealed record BatchLineRow(Guid JobId, int LineNumber, string? CustomId, 
 /// <summary>A finished line, read back in line order to write the output and error files.</summary>
 public sealed record BatchResultRow(
     Guid JobId, int LineNumber, string? CustomId, string Status, string? OutputText, string? FinishReason,
-    int? PromptTokens, int? CompletionTokens, string? Error, string? Model, DateTimeOffset? FinishedAt, int? CachedTokens = null, string? Logprobs = null);
+    int? PromptTokens, int? CompletionTokens, string? Error, string? Model, DateTimeOffset? FinishedAt, int? CachedTokens = null, string? Logprobs = null, string? Choices = null);
 
 /// <summary>
 /// The lines of batches: their job rows in <c>jobs</c> (<c>batch_id</c> set). Appends by binary COPY together with
@@ -186,7 +186,7 @@ public sealed class BatchLineStore(NpgsqlDataSource data, TimeProvider clock)
     {
         await using var command = data.CreateCommand("""
             SELECT id, line_number, custom_id, status, output_text, finish_reason, prompt_tokens, completion_tokens, error,
-                   request->>'model', finished_at, cached_tokens, logprobs::text
+                   request->>'model', finished_at, cached_tokens, logprobs::text, choices::text
             FROM jobs WHERE batch_id = $1 ORDER BY line_number
             """);
         command.Parameters.AddWithValue(batchId);
@@ -200,7 +200,8 @@ public sealed class BatchLineStore(NpgsqlDataSource data, TimeProvider clock)
                 reader.IsDBNull(8) ? null : reader.GetString(8), reader.IsDBNull(9) ? null : reader.GetString(9),
                 reader.IsDBNull(10) ? null : reader.GetFieldValue<DateTimeOffset>(10),
                 reader.IsDBNull(11) ? null : reader.GetInt32(11),
-                reader.IsDBNull(12) ? null : reader.GetString(12));
+                reader.IsDBNull(12) ? null : reader.GetString(12),
+                reader.IsDBNull(13) ? null : reader.GetString(13));
         }
     }
 

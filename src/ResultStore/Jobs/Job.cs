@@ -34,6 +34,9 @@ public sealed class Job
     /// <summary>OpenAI's <c>logprobs</c> object (jsonb), when the request asked for log-probabilities.</summary>
     public string? Logprobs { get; set; }
 
+    /// <summary>Every choice (jsonb: index, text, finish_reason, completion_tokens, logprobs), when more than one was asked for.</summary>
+    public string? Choices { get; set; }
+
     /// <summary>Row committed (the moment the API accepted the job).</summary>
     public DateTimeOffset CreatedAt { get; set; }
 

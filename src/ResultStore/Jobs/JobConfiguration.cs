@@ -15,6 +15,7 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
         builder.Property(j => j.RequestHash).HasMaxLength(64);
         builder.Property(j => j.Request).HasColumnType("jsonb");
         builder.Property(j => j.Logprobs).HasColumnType("jsonb");
+        builder.Property(j => j.Choices).HasColumnType("jsonb");
         builder.Property(j => j.FinishReason).HasMaxLength(16);
         builder.Property(j => j.WorkerId).HasMaxLength(128);
         builder.HasIndex(j => new { j.TenantId, j.IdempotencyKey })

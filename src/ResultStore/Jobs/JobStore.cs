@@ -13,6 +13,9 @@ public sealed record JobResult(string OutputText, string FinishReason, int Promp
     /// <summary>OpenAI's <c>logprobs</c> object as JSON, when the request asked for it.</summary>
     public string? LogprobsJson { get; init; }
 
+    /// <summary>Every choice as JSON, when the request asked for more than one.</summary>
+    public string? ChoicesJson { get; init; }
+
     /// <summary>
     /// The text as PostgreSQL can store it: a model may emit a NUL byte (a <c>&lt;0x00&gt;</c> token), which a text
     /// column rejects; it becomes U+FFFD, as other undecodable bytes already are.
@@ -284,6 +287,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
                 .SetProperty(j => j.CompletionTokens, result.CompletionTokens)
                 .SetProperty(j => j.CachedTokens, result.CachedTokens)
                 .SetProperty(j => j.Logprobs, result.LogprobsJson)
+                .SetProperty(j => j.Choices, result.ChoicesJson)
                 .SetProperty(j => j.FinishedAt, now)
                 .SetProperty(j => j.Error, (string?)null), ct);
         return updated == 1;

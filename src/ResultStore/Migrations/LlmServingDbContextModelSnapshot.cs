@@ -239,6 +239,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("cancel_requested_at");
 
+                    b.Property<string>("Choices")
+                        .HasColumnType("jsonb")
+                        .HasColumnName("choices");
+
                     b.Property<int?>("CompletionTokens")
                         .HasColumnType("integer")
                         .HasColumnName("completion_tokens");
