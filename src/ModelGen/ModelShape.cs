@@ -24,6 +24,9 @@ public sealed record ModelShape
     public bool F16 { get; init; } = true;
     public int Seed { get; init; } = 1234;
 
+    /// <summary>A GPT-2-style byte-level BPE vocabulary instead of SentencePiece (see <see cref="BpeVocabulary"/>).</summary>
+    public bool Bpe { get; init; }
+
     /// <summary>Writes a ChatML chat template (<c>tokenizer.chat_template</c>) and its two control tokens.</summary>
     public bool ChatMl { get; init; }
 

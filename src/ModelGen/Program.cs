@@ -1,7 +1,7 @@
 using LlmServing.ModelGen;
 
 // Usage: ModelGen [--out PATH] [--preset tiny|small] [--embd N] [--layers N] [--ff N] [--heads N] [--kv-heads N]
-//                 [--vocab N] [--ctx N] [--f32] [--seed N] [--chatml]
+//                 [--vocab N] [--ctx N] [--f32] [--seed N] [--chatml] [--bpe]   (--bpe: GPT-2-style byte-level BPE vocabulary)
 var options = new Dictionary<string, string>(StringComparer.Ordinal);
 for (var i = 0; i < args.Length; i++)
 {
@@ -11,7 +11,7 @@ for (var i = 0; i < args.Length; i++)
     }
 
     var key = args[i][2..];
-    options[key] = key is "f32" or "chatml" ? "true" : (i + 1 < args.Length ? args[++i] : "");
+    options[key] = key is "f32" or "chatml" or "bpe" ? "true" : (i + 1 < args.Length ? args[++i] : "");
 }
 
 var shape = options.GetValueOrDefault("preset", "tiny") switch
@@ -38,6 +38,7 @@ shape = shape with
     Seed = Int("seed", shape.Seed),
     F16 = !options.ContainsKey("f32"),
     ChatMl = options.ContainsKey("chatml"),
+    Bpe = options.ContainsKey("bpe"),
 };
 var path = options.GetValueOrDefault("out", "models/random-tiny.gguf");
 RandomLlamaModel.Write(path, shape);

@@ -3,7 +3,7 @@ using System.ComponentModel.DataAnnotations;
 namespace LlmServing.ModelGen;
 
 /// <summary>
-/// Writes a llama-architecture GGUF with random weights and a byte-level SPM vocabulary. Its output is noise,
+/// Writes a llama-architecture GGUF with random weights and a byte-level SPM (or GPT-2-style BPE) vocabulary. Its output is noise,
 /// but llama.cpp runs it exactly like a trained model of the same shape, which is what tests and benchmarks
 /// need. The same shape and seed give the same file.
 /// </summary>
@@ -24,7 +24,6 @@ public static class RandomLlamaModel
             throw new ValidationException("Embedding must be a multiple of Heads, and Heads a multiple of KvHeads.");
         }
 
-        var (tokens, scores, types) = SpmVocabulary.Build(shape.Vocabulary, shape.ChatMl ? [ImStart, ImEnd] : null);
         var gguf = new GgufWriter();
         gguf.Add("general.architecture", "llama");
         gguf.Add("general.name", $"llmserving-random-{shape.ParameterCount / 1000}k");
@@ -39,15 +38,38 @@ public static class RandomLlamaModel
         gguf.Add("llama.rope.dimension_count", (uint)shape.HeadDim);
         gguf.Add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
         gguf.Add("llama.vocab_size", (uint)shape.Vocabulary);
-        gguf.Add("tokenizer.ggml.model", "llama");
-        gguf.Add("tokenizer.ggml.tokens", tokens);
-        gguf.Add("tokenizer.ggml.scores", scores);
-        gguf.Add("tokenizer.ggml.token_type", types);
-        gguf.Add("tokenizer.ggml.unknown_token_id", (uint)SpmVocabulary.UnknownId);
-        gguf.Add("tokenizer.ggml.bos_token_id", (uint)SpmVocabulary.BosId);
-        gguf.Add("tokenizer.ggml.eos_token_id", (uint)SpmVocabulary.EosId);
-        gguf.Add("tokenizer.ggml.add_bos_token", true);
-        gguf.Add("tokenizer.ggml.add_eos_token", false);
+        if (shape.Bpe)
+        {
+            if (shape.ChatMl)
+            {
+                throw new ValidationException("The BPE vocabulary has no chat template tokens; use ChatMl with the SPM vocabulary.");
+            }
+
+            var (bpeTokens, bpeTypes, merges, endOfText) = BpeVocabulary.Build(shape.Vocabulary);
+            gguf.Add("tokenizer.ggml.model", "gpt2");
+            gguf.Add("tokenizer.ggml.pre", "gpt-2");
+            gguf.Add("tokenizer.ggml.tokens", bpeTokens);
+            gguf.Add("tokenizer.ggml.token_type", bpeTypes);
+            gguf.Add("tokenizer.ggml.merges", merges);
+            gguf.Add("tokenizer.ggml.bos_token_id", (uint)endOfText);
+            gguf.Add("tokenizer.ggml.eos_token_id", (uint)endOfText);
+            gguf.Add("tokenizer.ggml.add_bos_token", false);
+            gguf.Add("tokenizer.ggml.add_eos_token", false);
+        }
+        else
+        {
+            var (tokens, scores, types) = SpmVocabulary.Build(shape.Vocabulary, shape.ChatMl ? [ImStart, ImEnd] : null);
+            gguf.Add("tokenizer.ggml.model", "llama");
+            gguf.Add("tokenizer.ggml.tokens", tokens);
+            gguf.Add("tokenizer.ggml.scores", scores);
+            gguf.Add("tokenizer.ggml.token_type", types);
+            gguf.Add("tokenizer.ggml.unknown_token_id", (uint)SpmVocabulary.UnknownId);
+            gguf.Add("tokenizer.ggml.bos_token_id", (uint)SpmVocabulary.BosId);
+            gguf.Add("tokenizer.ggml.eos_token_id", (uint)SpmVocabulary.EosId);
+            gguf.Add("tokenizer.ggml.add_bos_token", true);
+            gguf.Add("tokenizer.ggml.add_eos_token", false);
+        }
+
         if (shape.ChatMl)
         {
             gguf.Add("tokenizer.chat_template", ChatMlTemplate);

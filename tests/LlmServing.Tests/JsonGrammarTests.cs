@@ -63,4 +63,9 @@ public sealed class JsonGrammarTests
     [TestCase("é", "\"é\"")]
     public void ShouldQuoteTextForGbnf(string text, string literal) =>
         Assert.That(JsonGrammar.Literal(text), Is.EqualTo(literal));
+
+    [Test]
+    public void ShouldWriteConstantsAsModelsWriteThem_WhenTheyHoldNonAsciiText() =>
+        Assert.That(JsonGrammar.JsonText(JsonDocument.Parse("""{"a": ["é\u4e2d\ud83d\ude42", 1.5, null], "b\"": "\n"}""").RootElement),
+            Is.EqualTo("{\"a\":[\"é中🙂\",1.5,null],\"b\\\"\":\"\\n\"}"));
 }

@@ -34,11 +34,40 @@ public static class JsonGrammar
         "minLength", "maxLength", "minItems", "maxItems",
     ];
 
+    /// <summary>
+    /// Compact JSON text of a value, with strings written as they are (only quotes, backslashes and control characters
+    /// escaped), so that a model writes "🙂" rather than "\ud83d\ude42": both are valid JSON, the first is what models write.
+    /// </summary>
+    public static string JsonText(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.String => Quote(value.GetString()!),
+        JsonValueKind.Array => "[" + string.Join(",", value.EnumerateArray().Select(JsonText)) + "]",
+        JsonValueKind.Object => "{" + string.Join(",", value.EnumerateObject().Select(p => Quote(p.Name) + ":" + JsonText(p.Value))) + "}",
+        _ => value.GetRawText(),
+    };
+
+    private static string Quote(string text)
+    {
+        var s = new StringBuilder("\"");
+        foreach (var c in text)
+        {
+            s.Append(c switch
+            {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                < ' ' => $"\\u{(int)c:x4}",
+                _ => c.ToString(),
+            });
+        }
+
+        return s.Append('"').ToString();
+    }
+
     // The char class also leaves out what is not a Unicode scalar value (surrogates, above U+10FFFF), which llama.cpp's
     // UTF-8 decoder would otherwise accept; the worker bans the byte tokens that start overlong sequences.
-    // Non-ASCII text stays as it is (a model writes "é", not "\u00e9"); quotes and control characters are escaped.
-    private static readonly JsonSerializerOptions Plain = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
     private const string Common = """
         char ::= [^"\\\x7F\x00-\x1F\uD800-\uDFFF\U00110000-\U001FFFFF] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])
         string ::= "\"" char* "\""
@@ -218,7 +247,7 @@ public static class JsonGrammar
             {
                 foreach (var property in properties.EnumerateObject())
                 {
-                    members.Add(($"{Literal(JsonSerializer.Serialize(property.Name, Plain))} \":\" {Rule(property.Value)}", required.Contains(property.Name)));
+                    members.Add(($"{Literal(Quote(property.Name))} \":\" {Rule(property.Value)}", required.Contains(property.Name)));
                 }
             }
 
@@ -330,6 +359,6 @@ public static class JsonGrammar
             return n;
         }
 
-        private static string Compact(JsonElement value) => JsonSerializer.Serialize(value, Plain);
+        private static string Compact(JsonElement value) => JsonText(value);
     }
 }
