@@ -27,6 +27,14 @@ public sealed class WorkerOptions
     [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
     public TimeSpan JobLease { get; set; } = TimeSpan.FromMinutes(2);
 
+    /// <summary>
+    /// Longest wait of a received message for a free sequence slot; then it goes back to the end of its queue. Keep it
+    /// well under RabbitMQ's <c>consumer_timeout</c> (30 min by default), past which the broker closes the channel and
+    /// redelivers every message on it, running ones included.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
+    public TimeSpan MaxSlotWait { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>How often the worker checks whether its running jobs were cancelled.</summary>
     [Range(typeof(TimeSpan), "00:00:00.050", "00:01:00")]
     public TimeSpan CancelPollInterval { get; set; } = TimeSpan.FromMilliseconds(500);

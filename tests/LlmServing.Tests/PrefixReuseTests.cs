@@ -127,4 +127,66 @@ public sealed class PrefixReuseTests
             await Broker.DeleteAsync(queue);
         }
     }
+
+    [Test]
+    public async Task ShouldEvictCachedPrefixes_WhenAnIdleWorkerGetsARequestThatNeedsTheirCells()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-prefix-idle-evict";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:ContextSize"] = "512" });
+            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?>
+            {
+                ["Inference:ModelPath"] = TestServices.StoriesModelPath,
+                ["Inference:ContextSize"] = "512",
+                ["Inference:Slots"] = "2",
+            });
+            for (var i = 0; i < 3; i++)
+            {
+                // Three different long prompts, each kept in the cache afterwards (about 90 cells each).
+                var cached = await producer.Client.SubmitAsync(new { prompt = $"Story {i}. {Opening}", max_tokens = 4, temperature = 0 });
+                Assert.That((await producer.Client.WaitForFinalAsync(cached.Id)).Status, Is.EqualTo(JobStatuses.Succeeded));
+            }
+
+            // Idle now; this one needs 490 of the 512 cells, so the cached prompts must make room first.
+            var big = await producer.Client.SubmitAsync(new { prompt = "Tom had a red ball.", max_tokens = 480, ignore_eos = true, temperature = 0 });
+            var done = await producer.Client.WaitForFinalAsync(big.Id, TimeSpan.FromMinutes(2));
+
+            Assert.That(done.Status, Is.EqualTo(JobStatuses.Succeeded), done.Error);
+            Assert.That(done.Usage!.CompletionTokens, Is.EqualTo(480));
+            Assert.That(worker.Scheduler.Counters.DecodeFailures, Is.Zero, "no decode ran out of KV cells");
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    [Test]
+    public async Task ShouldFinishEveryChoice_WhenTheFirstChoiceEndsBeforeTheOthers()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-prefix-choices";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:ContextSize"] = "512" });
+            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?>
+            {
+                ["Inference:ModelPath"] = TestServices.StoriesModelPath,
+                ["Inference:ContextSize"] = "512",
+                ["Inference:Slots"] = "4",
+            });
+            // Choices end at different times (a stop string at different places); the prompt stays reserved until the last.
+            var accepted = await producer.Client.SubmitAsync(new { prompt = Opening, max_tokens = 60, temperature = 1.0, seed = 11u, n = 4, stop = new[] { "." } });
+            var done = await producer.Client.WaitForFinalAsync(accepted.Id);
+
+            Assert.That(done.Status, Is.EqualTo(JobStatuses.Succeeded), done.Error);
+            Assert.That(done.Choices!.Value.GetArrayLength(), Is.EqualTo(4));
+            Assert.That(worker.Scheduler.Counters.DecodeFailures, Is.Zero);
+            Assert.That(worker.Scheduler.Counters.PeakReservedTokens, Is.LessThanOrEqualTo(512));
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
 }

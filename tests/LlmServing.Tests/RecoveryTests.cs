@@ -282,10 +282,12 @@ public sealed class RecoveryTests
         {
             // The busy job is far longer than the test needs; it is cancelled once the lines have been looked at.
             await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:ContextSize"] = "16384" });
+            // Lines waiting longer than a second go back to the end of the queue, again and again, still unclaimed.
             await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?>
             {
                 ["Inference:Slots"] = "1",
                 ["Inference:ContextSize"] = "16384",
+                ["Worker:MaxSlotWait"] = "00:00:01",
             });
             var busy = await producer.Client.SubmitAsync(new { prompt = "Hold the only slot", max_tokens = 16000, ignore_eos = true });
             await producer.Client.WaitForStatusAsync(busy.Id, JobStatuses.Running);
@@ -294,7 +296,7 @@ public sealed class RecoveryTests
             var batchId = batch.Str("id")!;
             await using var db = await OpenAsync();
             await Eventually.WaitUntilAsync(async () => await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL") == 3);
-            await Task.Delay(1500); // the worker has prefetched a line by now
+            await Task.Delay(2500); // the worker has prefetched lines, and sent some back, by now
 
             var claimed = await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND (status <> 'queued' OR attempts > 0)");
             Assert.That((await producer.Client.GetJobAsync(busy.Id)).Status, Is.EqualTo(JobStatuses.Running), "the slot is still taken");

@@ -41,6 +41,25 @@ internal sealed class ActiveSequence : IDisposable
     /// </summary>
     public int Need { get; private set; }
 
+    /// <summary>Whether this sequence accounts for the prompt's cells (the first choice, then whichever choice outlives it).</summary>
+    public bool OwnsPrompt { get; private set; } = true;
+
+    /// <summary>
+    /// The prompt's cells stay in use while any choice runs: when the owner ends first, <paramref name="heir"/> takes
+    /// over their reservation (and the share of a cached prefix).
+    /// </summary>
+    public void HandPromptTo(ActiveSequence heir)
+    {
+        heir.Need += Pending.Tokens!.Length;
+        heir.OwnsPrompt = true;
+        if (_sharedWith is { } entry)
+        {
+            heir.Share(entry, _sharedTokens);
+        }
+
+        OwnsPrompt = false;
+    }
+
     /// <summary>Which of the request's choices this is (0 for a single one).</summary>
     public int ChoiceIndex { get; private init; }
 
@@ -128,6 +147,7 @@ internal sealed class ActiveSequence : IDisposable
             {
                 ChoiceIndex = k,
                 Offered = true, // the prompt is the first choice's, offered to the cache already
+                OwnsPrompt = false,
             };
         }
     }

@@ -97,7 +97,10 @@ internal sealed class AdmissionQueue
             return;
         }
 
-        await Task.WhenAny(_interactive.Reader.WaitToReadAsync(ct).AsTask(), _batch.Reader.WaitToReadAsync(ct).AsTask());
+        // The waiter that loses must not stay registered on its channel until that channel next gets an item.
+        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        await Task.WhenAny(_interactive.Reader.WaitToReadAsync(waiting.Token).AsTask(), _batch.Reader.WaitToReadAsync(waiting.Token).AsTask());
+        await waiting.CancelAsync();
         ct.ThrowIfCancellationRequested();
     }
 

@@ -23,6 +23,9 @@ internal sealed class PrefixCache(int maxEntries, int minTokens)
     /// <summary>KV cells held by the entries (each counted once, however many sequences share them).</summary>
     public int Cells => _entries.Sum(e => e.Tokens.Length);
 
+    /// <summary>Cells of the entries that running sequences share (eviction cannot free them).</summary>
+    public int SharedCells => _entries.Where(e => e.Dependents > 0).Sum(e => e.Tokens.Length);
+
     /// <summary>The entry sharing the longest prefix with <paramref name="tokens"/>, at least <see cref="MinTokens"/> long, leaving one token to prompt.</summary>
     public (CachedPrefix? Entry, int Length) Find(ReadOnlySpan<LLamaToken> tokens)
     {

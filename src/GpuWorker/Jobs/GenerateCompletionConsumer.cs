@@ -25,7 +25,26 @@ public sealed class GenerateCompletionConsumer(
         var ct = context.CancellationToken;
         // Claim only once the job can start: a batch line must not sit "running", its attempts counting, while it
         // waits behind interactive work.
-        using var place = await slots.EnterAsync(interactive: message.BatchId is null, ct);
+        IDisposable place;
+        using (var wait = CancellationTokenSource.CreateLinkedTokenSource(ct))
+        {
+            wait.CancelAfter(worker.Value.MaxSlotWait);
+            try
+            {
+                place = await slots.EnterAsync(interactive: message.BatchId is null, wait.Token);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                // Waited long enough: to the back of its queue (same message id), before the broker's consumer_timeout.
+                var endpoint = await context.GetSendEndpoint(context.ReceiveContext.InputAddress);
+                await endpoint.Send(message, send => send.MessageId = context.MessageId, ct);
+                await jobs.TouchQueuedAsync(message.JobId, CancellationToken.None);
+                logger.LogInformation("Job {JobId} waited {Wait} for a slot; sent back to the end of its queue", message.JobId, worker.Value.MaxSlotWait);
+                return;
+            }
+        }
+
+        using var slot = place;
         // A running job is claimed again only by a redelivery (its worker died without acknowledging) or a retry here;
         // a fresh second copy of the message (a duplicate publish) must not run it twice.
         var reclaim = context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0;

@@ -46,6 +46,16 @@ public sealed class BatchIngestion(
         catch (Exception e) when (e is not OperationCanceledException)
         {
             logger.LogWarning(e, "Batch {BatchId}: ingestion failed; Hangfire retries it from where it stopped", batchId);
+            try
+            {
+                // A retry is on its way: the stalled-ingestion reaper need not start a second one meanwhile.
+                await batches.TouchIngestionAsync(batchId, CancellationToken.None);
+            }
+            catch (Exception touch) when (touch is not OperationCanceledException)
+            {
+                logger.LogDebug("Batch {BatchId}: heartbeat not recorded ({Error})", batchId, touch.Message);
+            }
+
             throw;
         }
     }

@@ -79,6 +79,11 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
                 return (existing, false);
             }
 
+            if (await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == job.Id, ct) is { } mine)
+            {
+                return (mine, true); // an earlier attempt committed, but its acknowledgement was lost
+            }
+
             if (await db.Jobs.CountAsync(j => j.TenantId == job.TenantId && j.Status == JobStatuses.Queued && j.BatchId == null, ct) >= maxQueued)
             {
                 return ((Job?)null, false);
@@ -110,6 +115,15 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         var now = clock.GetUtcNow();
         await using var db = await contexts.CreateDbContextAsync(ct);
         await db.Jobs.Where(j => j.Id == id && j.QueuedAt == null)
+            .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, now), ct);
+    }
+
+    /// <summary>A queued job's message was sent again (to the end of its queue): its confirm time moves to now.</summary>
+    public async Task TouchQueuedAsync(Guid id, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        await db.Jobs.Where(j => j.Id == id && j.Status == JobStatuses.Queued)
             .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, now), ct);
     }
 
