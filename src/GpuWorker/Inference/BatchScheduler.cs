@@ -157,22 +157,8 @@ public sealed class BatchScheduler(
             var decision = AdmissionPolicy.Decide(pending.Tokens.Length, maxTokens, reserved, active.Count, _options.ContextSize);
             if (decision != Admission.Reject)
             {
-                // Cells shared with a cached prefix are counted there; evict unused prefixes while the request does not fit.
-                if (hit.Entry is { } held)
-                {
-                    held.Dependents++; // not a candidate for eviction while deciding
-                }
-
-                while ((decision = AdmissionPolicy.Decide(pending.Tokens.Length - hit.Length, maxTokens, reserved, active.Count, _options.ContextSize))
-                       == Admission.Wait && _cache?.EvictOne() == true)
-                {
-                    reserved = Reserved(active);
-                }
-
-                if (hit.Entry is { } released)
-                {
-                    released.Dependents--;
-                }
+                (decision, hit) = FitWithCache(active, pending.Tokens.Length, maxTokens, hit);
+                reserved = Reserved(active);
             }
 
             if (decision == Admission.Wait)
@@ -234,6 +220,13 @@ public sealed class BatchScheduler(
         for (var i = active.Count - 1; i >= 0; i--)
         {
             var s = active[i];
+            if (s.Conversation.RequiresInference)
+            {
+                // Tokens of it are still queued in the executor (a prompt longer than one decode batch): disposing it
+                // now would free its sequence id with a stale token queued. It ends, if it must, after they are decoded.
+                continue;
+            }
+
             if (s.Pending.IsAbandoned)
             {
                 // Cancelled by its consumer: drop the sequence and free its slot now.
@@ -284,6 +277,56 @@ public sealed class BatchScheduler(
         }
     }
 
+    /// <summary>
+    /// Admission against the KV budget with cached prefixes: cells shared with <paramref name="hit"/> are counted there;
+    /// unshared prefixes are evicted (least recently used first) while the request does not fit and evicting could
+    /// make it fit, even with nothing running. With nothing running and still no room, the hit is given up and the
+    /// cache emptied, so an idle worker never waits on its own cache.
+    /// </summary>
+    private (Admission Decision, (CachedPrefix? Entry, int Length) Hit) FitWithCache(
+        List<ActiveSequence> active, int promptTokens, int maxTokens, (CachedPrefix? Entry, int Length) hit)
+    {
+        if (_cache is null)
+        {
+            return (AdmissionPolicy.Decide(promptTokens, maxTokens, Reserved(active), active.Count, _options.ContextSize), hit);
+        }
+
+        var own = promptTokens - hit.Length + maxTokens;
+        if (hit.Entry is { } held)
+        {
+            held.Dependents++; // not a candidate for eviction while deciding
+        }
+
+        while (Reserved(active) + own > _options.ContextSize && EvictionCouldHelp(active, own) && _cache.EvictOne())
+        {
+        }
+
+        if (hit.Entry is { } released)
+        {
+            released.Dependents--;
+        }
+
+        if (Reserved(active) + own <= _options.ContextSize)
+        {
+            return (Admission.Admit, hit);
+        }
+
+        if (active.Count > 0)
+        {
+            return (Admission.Wait, hit);
+        }
+
+        while (_cache.EvictOne())
+        {
+        }
+
+        return (AdmissionPolicy.Decide(promptTokens, maxTokens, Reserved(active), 0, _options.ContextSize), (null, 0));
+    }
+
+    /// <summary>Whether evicting every unshared cached prefix would make room for <paramref name="own"/> more cells.</summary>
+    private bool EvictionCouldHelp(List<ActiveSequence> active, int own) =>
+        _cache is not null && active.Sum(s => s.Reserved) + _cache.SharedCells + own <= _options.ContextSize;
+
     /// <summary>KV cells spoken for: every active sequence's own reservation plus the cached prefixes (shared cells once).</summary>
     private int Reserved(List<ActiveSequence> active) => active.Sum(s => s.Reserved) + (_cache?.Cells ?? 0);
 
@@ -309,6 +352,12 @@ public sealed class BatchScheduler(
     private void Finish(List<ActiveSequence> active, int index, string reason)
     {
         var s = active[index];
+        if (s.OwnsPrompt && s.Pending.Request.Parameters.N > 1
+            && active.Where((a, i) => i != index && a.Pending == s.Pending).FirstOrDefault() is { } heir)
+        {
+            s.HandPromptTo(heir);
+        }
+
         s.Dispose();
         active.RemoveAt(index);
         Counters.Completed();
