@@ -6,15 +6,33 @@ using Microsoft.EntityFrameworkCore.Migrations;
 namespace LlmServing.ResultStore.Migrations
 {
     /// <inheritdoc />
-    public partial class LeasesQueuesAndIngestionHeartbeat : Migration
+    public partial class LeasesQueuesAndResultDetails : Migration
     {
         /// <inheritdoc />
         protected override void Up(MigrationBuilder migrationBuilder)
         {
+            migrationBuilder.AddColumn<int>(
+                name: "cached_tokens",
+                table: "jobs",
+                type: "integer",
+                nullable: true);
+
+            migrationBuilder.AddColumn<string>(
+                name: "choices",
+                table: "jobs",
+                type: "jsonb",
+                nullable: true);
+
             migrationBuilder.AddColumn<DateTimeOffset>(
                 name: "lease_expires_at",
                 table: "jobs",
                 type: "timestamp with time zone",
+                nullable: true);
+
+            migrationBuilder.AddColumn<string>(
+                name: "logprobs",
+                table: "jobs",
+                type: "jsonb",
                 nullable: true);
 
             migrationBuilder.AddColumn<string>(
@@ -45,7 +63,19 @@ namespace LlmServing.ResultStore.Migrations
                 table: "jobs");
 
             migrationBuilder.DropColumn(
+                name: "cached_tokens",
+                table: "jobs");
+
+            migrationBuilder.DropColumn(
+                name: "choices",
+                table: "jobs");
+
+            migrationBuilder.DropColumn(
                 name: "lease_expires_at",
+                table: "jobs");
+
+            migrationBuilder.DropColumn(
+                name: "logprobs",
                 table: "jobs");
 
             migrationBuilder.DropColumn(

@@ -12,8 +12,8 @@ using Npgsql.EntityFrameworkCore.PostgreSQL.Metadata;
 namespace LlmServing.ResultStore.Migrations
 {
     [DbContext(typeof(LlmServingDbContext))]
-    [Migration("20261128073232_CachedTokens")]
-    partial class CachedTokens
+    [Migration("20261128083824_LeasesQueuesAndResultDetails")]
+    partial class LeasesQueuesAndResultDetails
     {
         /// <inheritdoc />
         protected override void BuildTargetModel(ModelBuilder modelBuilder)
@@ -242,6 +242,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("cancel_requested_at");
 
+                    b.Property<string>("Choices")
+                        .HasColumnType("jsonb")
+                        .HasColumnName("choices");
+
                     b.Property<int?>("CompletionTokens")
                         .HasColumnType("integer")
                         .HasColumnName("completion_tokens");
@@ -284,6 +288,10 @@ namespace LlmServing.ResultStore.Migrations
                     b.Property<int?>("LineNumber")
                         .HasColumnType("integer")
                         .HasColumnName("line_number");
+
+                    b.Property<string>("Logprobs")
+                        .HasColumnType("jsonb")
+                        .HasColumnName("logprobs");
 
                     b.Property<string>("OutputText")
                         .HasColumnType("text")
