@@ -5,7 +5,6 @@ using System.Text;
 using System.Text.Json.Nodes;
 using LlmServing.Contracts;
 using LlmServing.Tests.Infrastructure;
-using Npgsql;
 
 namespace LlmServing.Tests;
 
@@ -79,10 +78,7 @@ public sealed class AuditTests
 
         Assert.That(create.StatusCode, Is.EqualTo(HttpStatusCode.NotFound), await create.Content.ReadAsStringAsync());
         Assert.That(revoke.StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
-        await using var connection = new NpgsqlConnection(TestServices.Postgres);
-        await connection.OpenAsync();
-        await using var count = new NpgsqlCommand("SELECT count(*) FROM api_keys WHERE tenant_id = 'intruder'", connection);
-        Assert.That((long)(await count.ExecuteScalarAsync())!, Is.Zero, "no key was minted");
+        Assert.That(await TestDatabase.ScalarAsync("SELECT count(*) FROM api_keys WHERE tenant_id = 'intruder'"), Is.Zero, "no key was minted");
     }
 
     [Test]
@@ -247,23 +243,12 @@ public sealed class AuditTests
     /// </summary>
     private static async Task<IAsyncDisposable> ResetDefaultTenantQueuedAsync()
     {
-        var connection = new NpgsqlConnection(TestServices.Postgres);
-        await connection.OpenAsync();
-        await using var park = new NpgsqlCommand(
-            "UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE tenant_id = 'default' AND status = 'queued' AND batch_id IS NULL", connection);
-        await park.ExecuteNonQueryAsync();
+        var connection = await TestDatabase.OpenAsync();
+        await connection.ExecAsync("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE tenant_id = 'default' AND status = 'queued' AND batch_id IS NULL");
         return connection;
     }
 
-    private static async Task<long> FileCountAsync() => await ScalarAsync("SELECT count(*) FROM files");
+    private static async Task<long> FileCountAsync() => await TestDatabase.ScalarAsync("SELECT count(*) FROM files");
 
-    private static async Task<long> ChunkCountAsync() => await ScalarAsync("SELECT count(*) FROM file_chunks f WHERE NOT EXISTS (SELECT 1 FROM files WHERE id = f.file_id)");
-
-    private static async Task<long> ScalarAsync(string sql)
-    {
-        await using var connection = new NpgsqlConnection(TestServices.Postgres);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(sql, connection);
-        return (long)(await command.ExecuteScalarAsync())!;
-    }
+    private static async Task<long> ChunkCountAsync() => await TestDatabase.ScalarAsync("SELECT count(*) FROM file_chunks f WHERE NOT EXISTS (SELECT 1 FROM files WHERE id = f.file_id)");
 }

@@ -84,7 +84,7 @@ public sealed class ChaosTests
         var rejected = 0;
         try
         {
-            await WaitReadyAsync(client);
+            await AppProcess.WaitReadyAsync(client, timeoutSeconds: 90);
             Note("Producer and 2 workers up");
 
             // Jobs are submitted throughout, each with its own Idempotency-Key, retried until the API answers.
@@ -162,15 +162,15 @@ public sealed class ChaosTests
             }
 
             Note($"batch {batchId} of {Lines} lines accepted");
-            await using (var db = await OpenAsync())
+            await using (var db = await TestDatabase.OpenAsync())
             {
-                await Eventually.WaitUntilAsync(async () => await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL") > 0, timeoutSeconds: 60, pollMilliseconds: 10);
+                await Eventually.WaitUntilAsync(async () => await db.ScalarAsync($"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL") > 0, timeoutSeconds: 60, pollMilliseconds: 10);
                 await producer.KillAsync();
-                Note($"Producer SIGKILLed with {await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL")}/{Lines} lines published");
+                Note($"Producer SIGKILLed with {await db.ScalarAsync($"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL")}/{Lines} lines published");
             }
 
             producer = AppProcess.Start(AppProcess.Dll("Producer", "LlmServing.Producer"), producerEnv, Watch);
-            await WaitReadyAsync(client);
+            await AppProcess.WaitReadyAsync(client, timeoutSeconds: 90);
             Note("Producer restarted");
 
             await Task.Delay(TimeSpan.FromSeconds(10));
@@ -178,10 +178,10 @@ public sealed class ChaosTests
             workers[1] = AppProcess.Start(AppProcess.Dll("GpuWorker", "LlmServing.GpuWorker"), workerEnv);
             Note("worker 2 SIGKILLed mid-generation, a new one started");
 
-            await using (var db = await OpenAsync())
+            await using (var db = await TestDatabase.OpenAsync())
             {
-                var final = await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE queue IN ('{queue}', '{queue}-batch') AND status IN ('succeeded', 'failed', 'cancelled', 'expired')");
-                var running = await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE queue IN ('{queue}', '{queue}-batch') AND status = 'running'");
+                var final = await db.ScalarAsync($"SELECT count(*) FROM jobs WHERE queue IN ('{queue}', '{queue}-batch') AND status IN ('succeeded', 'failed', 'cancelled', 'expired')");
+                var running = await db.ScalarAsync($"SELECT count(*) FROM jobs WHERE queue IN ('{queue}', '{queue}-batch') AND status = 'running'");
                 Note($"before the outage: {final} of {accepted.Count + Lines} jobs and lines final, {running} running");
             }
 
@@ -194,13 +194,13 @@ public sealed class ChaosTests
 
             await submitter.WaitAsync(TimeSpan.FromMinutes(5));
             Note($"{accepted.Count} jobs accepted ({rejected} submissions refused or failed and were retried)");
-            await using var check = await OpenAsync();
+            await using var check = await TestDatabase.OpenAsync();
             var open = $"SELECT count(*) FROM jobs WHERE queue IN ('{queue}', '{queue}-batch') AND status IN ('queued', 'running')";
             await Eventually.WaitUntilAsync(async () =>
             {
                 try
                 {
-                    return await ScalarAsync(check, open) == 0
+                    return await check.ScalarAsync(open) == 0
                            && (await client.GetFromJsonAsync<JsonNode>($"/v1/batches/{batchId}"))!["status"]!.GetValue<string>() == "completed";
                 }
                 catch (Exception e) when (e is NpgsqlException or HttpRequestException or TaskCanceledException)
@@ -211,13 +211,13 @@ public sealed class ChaosTests
             Note($"everything final {(clock.Elapsed - outageEnded).TotalSeconds:F0} s after PostgreSQL came back");
 
             var ids = string.Join(",", accepted.Values.Select(id => $"'{id}'"));
-            var succeeded = await ScalarAsync(check, $"SELECT count(*) FROM jobs WHERE id IN ({ids}) AND status = 'succeeded'");
-            var rerun = await ScalarAsync(check, $"SELECT count(*) FROM jobs WHERE id IN ({ids}) AND attempts > 1");
+            var succeeded = await check.ScalarAsync($"SELECT count(*) FROM jobs WHERE id IN ({ids}) AND status = 'succeeded'");
+            var rerun = await check.ScalarAsync($"SELECT count(*) FROM jobs WHERE id IN ({ids}) AND attempts > 1");
             var batch = (await client.GetFromJsonAsync<JsonNode>($"/v1/batches/{batchId}"))!;
             var output = await client.DownloadLinesAsync(batch["output_file_id"]!.GetValue<string>());
             var distinct = output.Select(o => o.Str("custom_id")).Distinct().Count();
-            var linesRerun = await ScalarAsync(check, $"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND attempts > 1");
-            var stillOpen = await ScalarAsync(check, open);
+            var linesRerun = await check.ScalarAsync($"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND attempts > 1");
+            var stillOpen = await check.ScalarAsync(open);
             Note($"jobs: {succeeded}/{accepted.Count} succeeded, {rerun} ran more than once (a worker died or the database went away mid-job)");
             Note($"batch: {batch["status"]}, {output.Count} output lines, {distinct} distinct custom_ids, {linesRerun} lines ran more than once");
             Note($"rows still queued or running: {stillOpen}");
@@ -243,31 +243,5 @@ public sealed class ChaosTests
 
             await Broker.DeleteAsync(queue);
         }
-    }
-
-    private static async Task WaitReadyAsync(HttpClient client) =>
-        await Eventually.WaitUntilAsync(async () =>
-        {
-            try
-            {
-                return (await client.GetAsync("/health/ready")).IsSuccessStatusCode;
-            }
-            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
-            {
-                return false;
-            }
-        }, timeoutSeconds: 90, pollMilliseconds: 200);
-
-    private static async Task<NpgsqlConnection> OpenAsync()
-    {
-        var connection = new NpgsqlConnection(TestServices.Postgres);
-        await connection.OpenAsync();
-        return connection;
-    }
-
-    private static async Task<long> ScalarAsync(NpgsqlConnection db, string sql)
-    {
-        await using var command = new NpgsqlCommand(sql, db);
-        return (long)(await command.ExecuteScalarAsync())!;
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using LlmServing.Contracts;
 using LlmServing.Tests.Infrastructure;
 
@@ -71,31 +70,22 @@ public sealed class FaultTests
     public async Task ShouldFinishTheJobExactlyOnce_WhenAWorkerProcessIsKilledMidGeneration()
     {
         var queue = $"llm-jobs-test-{TestServices.RunId}-kill9";
-        var workerDll = Path.GetFullPath(Path.Combine(TestContext.CurrentContext.TestDirectory,
-            "../../../../../src/GpuWorker/bin/Debug/net10.0/LlmServing.GpuWorker.dll"));
-        Assume.That(File.Exists(workerDll), Is.True, $"build the solution first: {workerDll}");
         try
         {
             await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:ContextSize"] = "4096" });
-            var start = new ProcessStartInfo("dotnet", $"\"{workerDll}\"") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-            start.Environment["ConnectionStrings__Postgres"] = TestServices.Postgres;
-            start.Environment["ConnectionStrings__RabbitMq"] = TestServices.RabbitMq;
-            start.Environment["Worker__JobQueue"] = queue;
-            start.Environment["Worker__BatchJobQueue"] = queue + "-batch";
-            start.Environment["Inference__ModelPath"] = TestServices.ModelPath;
-            start.Environment["Inference__ContextSize"] = "4096";
-            using var doomed = Process.Start(start)!;
-            doomed.OutputDataReceived += (_, _) => { };
-            doomed.ErrorDataReceived += (_, _) => { };
-            doomed.BeginOutputReadLine();
-            doomed.BeginErrorReadLine();
+            await using var doomed = AppProcess.Start(AppProcess.Dll("GpuWorker", "LlmServing.GpuWorker"), new Dictionary<string, string>
+            {
+                ["Worker__JobQueue"] = queue,
+                ["Worker__BatchJobQueue"] = queue + "-batch",
+                ["Inference__ModelPath"] = TestServices.ModelPath,
+                ["Inference__ContextSize"] = "4096",
+            });
 
             var job = await producer.Client.SubmitAsync(new { prompt = "Interrupted story", max_tokens = 3500, ignore_eos = true });
             var running = await producer.Client.WaitForStatusAsync(job.Id, JobStatuses.Running, TimeSpan.FromSeconds(60));
             Assert.That(running.Status, Is.EqualTo(JobStatuses.Running));
             await Task.Delay(500);
-            doomed.Kill(entireProcessTree: true); // SIGKILL: no drain, no goodbye
-            await doomed.WaitForExitAsync();
+            await doomed.KillAsync(); // SIGKILL: no drain, no goodbye
             Assert.That((await producer.Client.GetJobAsync(job.Id)).Status, Is.EqualTo(JobStatuses.Running));
 
             await using var survivor = await WorkerInstance.StartAsync(queue);

@@ -21,9 +21,9 @@ public sealed class RecoveryTests
     {
         var queue = $"llm-jobs-test-{TestServices.RunId}-retry";
         var customId = $"fail_once_{Guid.NewGuid():N}";
-        await using var db = await OpenAsync();
-        await ExecAsync(db, $"CREATE SEQUENCE {customId}");
-        await ExecAsync(db, """
+        await using var db = await TestDatabase.OpenAsync();
+        await db.ExecAsync($"CREATE SEQUENCE {customId}");
+        await db.ExecAsync("""
             CREATE OR REPLACE FUNCTION test_fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
               -- Sequences ignore rollbacks: the first insert of such a line fails, every later one passes.
@@ -54,7 +54,7 @@ public sealed class RecoveryTests
         }
         finally
         {
-            await ExecAsync(db, $"DROP TRIGGER IF EXISTS test_fail_once ON jobs; DROP SEQUENCE IF EXISTS {customId}");
+            await db.ExecAsync($"DROP TRIGGER IF EXISTS test_fail_once ON jobs; DROP SEQUENCE IF EXISTS {customId}");
             await Broker.DeleteAsync(queue);
         }
     }
@@ -74,9 +74,9 @@ public sealed class RecoveryTests
             var fileId = await producer.Client.UploadAsync(string.Join("\n", Enumerable.Range(0, 5).Select(i => BatchApi.ChatLine($"l{i}", "hello", maxTokens: 2))));
             // As if the Producer died between committing the batch and enqueueing its ingestion (or the job was lost).
             var batchId = $"batch_{Guid.CreateVersion7():N}";
-            await using (var db = await OpenAsync())
+            await using (var db = await TestDatabase.OpenAsync())
             {
-                await ExecAsync(db, $"""
+                await db.ExecAsync($"""
                     INSERT INTO batches (id, tenant_id, endpoint, input_file_id, completion_window, status, job_queue, ingested_lines,
                                          ingested_bytes, created_at, expires_at, published, ingestion_heartbeat_at)
                     VALUES ('{batchId}', 'default', '/v1/chat/completions', '{fileId}', '24h', 'validating', '{queue}-batch', 0, 0,
@@ -103,9 +103,9 @@ public sealed class RecoveryTests
             await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:FinalizeInterval"] = "00:00:00.200" });
             var fileId = await producer.Client.UploadAsync(BatchApi.ChatLine("never", "hello"));
             var batchId = $"batch_{Guid.CreateVersion7():N}";
-            await using (var db = await OpenAsync())
+            await using (var db = await TestDatabase.OpenAsync())
             {
-                await ExecAsync(db, $"""
+                await db.ExecAsync($"""
                     INSERT INTO batches (id, tenant_id, endpoint, input_file_id, completion_window, status, job_queue, ingested_lines,
                                          ingested_bytes, created_at, expires_at, published, ingestion_heartbeat_at)
                     VALUES ('{batchId}', 'default', '/v1/chat/completions', '{fileId}', '24h', 'validating', '{queue}-batch', 0, 0,
@@ -139,22 +139,12 @@ public sealed class RecoveryTests
                 ["Urls"] = $"http://127.0.0.1:{port}",
             });
             using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
-            await Eventually.WaitUntilAsync(async () =>
-            {
-                try
-                {
-                    return (await client.GetAsync("/health/ready")).IsSuccessStatusCode;
-                }
-                catch (HttpRequestException)
-                {
-                    return false;
-                }
-            }, timeoutSeconds: 60, pollMilliseconds: 200);
+            await AppProcess.WaitReadyAsync(client, timeoutSeconds: 60);
 
             var jsonl = string.Join("\n", Enumerable.Range(0, lines).Select(i => BatchApi.ChatLine($"k{i}", "hi", maxTokens: 1)));
             using var response = await client.PostAsync("/v1/batches", new StringContent(jsonl, Encoding.UTF8, "application/jsonl"));
             var batchId = JsonNode.Parse(await response.Content.ReadAsStringAsync())!.Str("id")!;
-            await using var db = await OpenAsync();
+            await using var db = await TestDatabase.OpenAsync();
             await Eventually.WaitUntilAsync(async () => await PublishedLinesAsync(db, batchId) > 0, timeoutSeconds: 60, pollMilliseconds: 5);
             await doomed.KillAsync(); // SIGKILL mid-publish
             var publishedAtKill = await PublishedLinesAsync(db, batchId);
@@ -199,12 +189,12 @@ public sealed class RecoveryTests
             var job = await producer.Client.SubmitAsync(new { prompt = "Orphaned", max_tokens = 3 });
             await Eventually.WaitUntilAsync(async () => await Broker.MessageCountAsync(queue) == 1);
             // As after a long PostgreSQL outage: a worker claimed it, then its message went to the error queue.
-            await using (var db = await OpenAsync())
+            await using (var db = await TestDatabase.OpenAsync())
             {
-                await ExecAsync(db, $"UPDATE jobs SET status = 'running', attempts = 1, worker_id = 'gone', started_at = now(), lease_expires_at = now() + interval '1 second' WHERE id = '{job.Id}'");
+                await db.ExecAsync($"UPDATE jobs SET status = 'running', attempts = 1, worker_id = 'gone', started_at = now(), lease_expires_at = now() + interval '1 second' WHERE id = '{job.Id}'");
             }
 
-            await PurgeAsync(queue);
+            await Broker.PurgeAsync(queue);
             await using var worker = await WorkerInstance.StartAsync(queue);
 
             var done = await producer.Client.WaitForFinalAsync(job.Id, TimeSpan.FromSeconds(45));
@@ -260,7 +250,7 @@ public sealed class RecoveryTests
             await producer.QueueDeclared;
             var job = await producer.Client.SubmitAsync(new { prompt = "Lost and found", max_tokens = 3 });
             await Eventually.WaitUntilAsync(async () => await Broker.MessageCountAsync(queue) == 1);
-            await PurgeAsync(queue); // dead-lettered or purged: the row still says queued
+            await Broker.PurgeAsync(queue); // dead-lettered or purged: the row still says queued
             await using var worker = await WorkerInstance.StartAsync(queue);
 
             var done = await producer.Client.WaitForFinalAsync(job.Id, TimeSpan.FromSeconds(45));
@@ -294,11 +284,11 @@ public sealed class RecoveryTests
             var batch = await producer.Client.CreateBatchAsync(await producer.Client.UploadAsync(
                 string.Join("\n", Enumerable.Range(0, 3).Select(i => BatchApi.ChatLine($"w{i}", "wait", maxTokens: 2)))));
             var batchId = batch.Str("id")!;
-            await using var db = await OpenAsync();
-            await Eventually.WaitUntilAsync(async () => await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL") == 3);
+            await using var db = await TestDatabase.OpenAsync();
+            await Eventually.WaitUntilAsync(async () => await db.ScalarAsync($"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL") == 3);
             await Task.Delay(2500); // the worker has prefetched lines, and sent some back, by now
 
-            var claimed = await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND (status <> 'queued' OR attempts > 0)");
+            var claimed = await db.ScalarAsync($"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND (status <> 'queued' OR attempts > 0)");
             Assert.That((await producer.Client.GetJobAsync(busy.Id)).Status, Is.EqualTo(JobStatuses.Running), "the slot is still taken");
             Assert.That(claimed, Is.Zero, "no line is running or has an attempt while it waits for a slot");
 
@@ -347,31 +337,5 @@ public sealed class RecoveryTests
     }
 
     private static async Task<long> PublishedLinesAsync(NpgsqlConnection db, string batchId) =>
-        await ScalarAsync(db, $"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL");
-
-    private static async Task PurgeAsync(string queue)
-    {
-        await using var connection = await new RabbitMQ.Client.ConnectionFactory { Uri = new Uri(TestServices.RabbitMq) }.CreateConnectionAsync();
-        await using var channel = await connection.CreateChannelAsync();
-        await channel.QueuePurgeAsync(queue);
-    }
-
-    private static async Task<NpgsqlConnection> OpenAsync()
-    {
-        var connection = new NpgsqlConnection(TestServices.Postgres);
-        await connection.OpenAsync();
-        return connection;
-    }
-
-    private static async Task ExecAsync(NpgsqlConnection db, string sql)
-    {
-        await using var command = new NpgsqlCommand(sql, db);
-        await command.ExecuteNonQueryAsync();
-    }
-
-    private static async Task<long> ScalarAsync(NpgsqlConnection db, string sql)
-    {
-        await using var command = new NpgsqlCommand(sql, db);
-        return (long)(await command.ExecuteScalarAsync())!;
-    }
+        await db.ScalarAsync($"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL");
 }

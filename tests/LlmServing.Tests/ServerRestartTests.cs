@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using LlmServing.Contracts;
 using LlmServing.Producer.Jobs;
 using LlmServing.Tests.Infrastructure;
@@ -13,7 +12,7 @@ public sealed class ServerRestartTests
     [Test]
     public async Task ShouldFinishEveryAcceptedJob_WhenRabbitMqRestartsWhileJobsAreSubmittedAndRun()
     {
-        if (Environment.GetEnvironmentVariable("LLMSERVING_TEST_CAN_RESTART_SERVICES") != "1")
+        if (!LocalServers.CanRestart)
         {
             Assert.Ignore("Restarts the shared RabbitMQ server: runs where LLMSERVING_TEST_CAN_RESTART_SERVICES=1 (scripts/test.sh sets it when it manages the local servers).");
         }
@@ -33,8 +32,8 @@ public sealed class ServerRestartTests
                 accepted.Add(await producer.Client.SubmitAsync(new { prompt = $"Before restart {i}", max_tokens = 200, ignore_eos = true }));
             }
 
-            var restart = Task.Run(() => Run("rabbitmqctl", "stop_app").ContinueWith(_ => Task.Delay(2000)).Unwrap()
-                .ContinueWith(_ => Run("rabbitmqctl", "start_app")).Unwrap());
+            var restart = Task.Run(() => LocalServers.RunAsync("rabbitmqctl", "stop_app").ContinueWith(_ => Task.Delay(2000)).Unwrap()
+                .ContinueWith(_ => LocalServers.RunAsync("rabbitmqctl", "start_app")).Unwrap());
             for (var i = 0; i < 8; i++)
             {
                 // Submissions during the outage are accepted (durable in PostgreSQL) and published later by the sweep.
@@ -50,7 +49,7 @@ public sealed class ServerRestartTests
         }
         finally
         {
-            await Run("rabbitmqctl", "start_app");
+            await LocalServers.RunAsync("rabbitmqctl", "start_app");
             await Broker.DeleteAsync(queue);
         }
     }
@@ -58,7 +57,7 @@ public sealed class ServerRestartTests
     [Test]
     public async Task ShouldLoseNoResult_WhenPostgreSqlRestartsWhileWorkersAreWriting()
     {
-        if (Environment.GetEnvironmentVariable("LLMSERVING_TEST_CAN_RESTART_SERVICES") != "1")
+        if (!LocalServers.CanRestart)
         {
             Assert.Ignore("Restarts the shared PostgreSQL server: runs where LLMSERVING_TEST_CAN_RESTART_SERVICES=1 (scripts/test.sh sets it when it manages the local servers).");
         }
@@ -76,8 +75,7 @@ public sealed class ServerRestartTests
 
             // Results are being written while the server goes away; each is either durable or retried, never acked early.
             await Task.Delay(700);
-            var version = (await Output("bash", "-c \"ls /etc/postgresql | sort -V | tail -1\"")).Trim();
-            await Run("pg_ctlcluster", $"{version} main restart");
+            await LocalServers.RunAsync("pg_ctlcluster", $"{await LocalServers.PostgresClusterAsync()} restart");
             var done = await Task.WhenAll(accepted.Select(a => producer.Client.WaitForFinalAsync(a.Id, TimeSpan.FromMinutes(3))));
 
             Assert.That(done.Select(j => j.Status), Is.All.EqualTo(JobStatuses.Succeeded), string.Join("; ", done.Select(j => $"{j.Status} {j.Error}")));
@@ -87,19 +85,5 @@ public sealed class ServerRestartTests
         {
             await Broker.DeleteAsync(queue);
         }
-    }
-
-    private static async Task<string> Output(string command, string arguments)
-    {
-        using var process = Process.Start(new ProcessStartInfo(command, arguments) { RedirectStandardOutput = true })!;
-        var text = await process.StandardOutput.ReadToEndAsync();
-        await process.WaitForExitAsync();
-        return text;
-    }
-
-    private static async Task Run(string command, string arguments)
-    {
-        using var process = Process.Start(new ProcessStartInfo(command, arguments) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        await process.WaitForExitAsync();
     }
 }

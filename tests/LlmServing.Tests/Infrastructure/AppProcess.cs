@@ -45,6 +45,20 @@ public sealed class AppProcess : IAsyncDisposable
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
+    /// <summary>Waits until a Producer answers its readiness check (it may still be starting, or restarting).</summary>
+    public static Task WaitReadyAsync(HttpClient client, int timeoutSeconds) =>
+        Eventually.WaitUntilAsync(async () =>
+        {
+            try
+            {
+                return (await client.GetAsync("/health/ready")).IsSuccessStatusCode;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+                return false;
+            }
+        }, timeoutSeconds, pollMilliseconds: 200);
+
     /// <summary>SIGKILL: no drain, no goodbye.</summary>
     public async Task KillAsync()
     {

@@ -156,6 +156,14 @@ public static class Broker
         }
     }
 
+    /// <summary>Drops every ready message of a queue (as if they were dead-lettered or lost).</summary>
+    public static async Task PurgeAsync(string queue)
+    {
+        await using var connection = await new ConnectionFactory { Uri = new Uri(TestServices.RabbitMq) }.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        await channel.QueuePurgeAsync(queue);
+    }
+
     public static async Task DeleteAsync(params string[] queues)
     {
         await using var connection = await new ConnectionFactory { Uri = new Uri(TestServices.RabbitMq) }.CreateConnectionAsync();
