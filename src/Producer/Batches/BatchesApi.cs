@@ -73,13 +73,13 @@ public static class BatchesApi
 
             try
             {
-                var text = await ReadCappedAsync(http.Body, MaxJsonBodyBytes, ct);
-                if (text is null)
+                var bytes = await RequestBodies.ReadLimitedAsync(http.Body, MaxJsonBodyBytes, ct);
+                if (bytes is null)
                 {
                     return JsonTooLarge();
                 }
 
-                body = JsonNode.Parse(text) as JsonObject ?? throw new JsonException("The body must be a JSON object.");
+                body = JsonNode.Parse(System.Text.Encoding.UTF8.GetString(bytes)) as JsonObject ?? throw new JsonException("The body must be a JSON object.");
             }
             catch (JsonException e)
             {
@@ -202,20 +202,6 @@ public static class BatchesApi
 
     private static IResult JsonTooLarge() =>
         Problems.Of(StatusCodes.Status413PayloadTooLarge, "Request too large", $"A batch request has at most {MaxJsonBodyBytes} bytes; send the lines as a file.");
-
-    /// <summary>Reads a UTF-8 body of at most <paramref name="limit"/> bytes; null when it is longer.</summary>
-    private static async Task<string?> ReadCappedAsync(Stream body, int limit, CancellationToken ct)
-    {
-        var buffer = new byte[limit + 1];
-        var read = 0;
-        int n;
-        while (read < buffer.Length && (n = await body.ReadAsync(buffer.AsMemory(read), ct)) > 0)
-        {
-            read += n;
-        }
-
-        return read > limit ? null : System.Text.Encoding.UTF8.GetString(buffer, 0, read);
-    }
 
     private static IResult BadEndpoint(string? endpoint) =>
         Problems.Of(StatusCodes.Status400BadRequest, "Invalid endpoint",

@@ -102,7 +102,7 @@ public static class JobsApi
             return TooLarge(o);
         }
 
-        var body = await ReadLimitedAsync(http.Body, o.MaxRequestBytes, ct);
+        var body = await RequestBodies.ReadLimitedAsync(http.Body, o.MaxRequestBytes, ct);
         if (body is null)
         {
             return TooLarge(o);
@@ -262,23 +262,4 @@ public static class JobsApi
     private static IResult TooLarge(ProducerOptions o) =>
         Problems.Of(StatusCodes.Status413PayloadTooLarge, "Request too large",
             $"A job request has at most {o.MaxRequestBytes} bytes; for many requests use a batch file.");
-
-    /// <summary>Reads the body up to <paramref name="limit"/> bytes; null when it is longer.</summary>
-    private static async Task<byte[]?> ReadLimitedAsync(Stream body, int limit, CancellationToken ct)
-    {
-        using var buffer = new MemoryStream();
-        var chunk = new byte[16 * 1024];
-        int read;
-        while ((read = await body.ReadAsync(chunk, ct)) > 0)
-        {
-            if (buffer.Length + read > limit)
-            {
-                return null;
-            }
-
-            buffer.Write(chunk, 0, read);
-        }
-
-        return buffer.ToArray();
-    }
 }
