@@ -77,6 +77,9 @@ internal sealed class ActiveSequence : IDisposable
 
     private List<TokenLogprob>? _logprobs;
 
+    /// <summary>The generated tokens' log-probabilities when the request asked for them (empty before any); else null.</summary>
+    private IReadOnlyList<TokenLogprob>? TokenLogprobs => Pending.Request.Parameters.Logprobs ? _logprobs ?? [] : null;
+
     /// <summary>Records the log-probabilities of a sampled token from the logits it was sampled from.</summary>
     public void RecordLogprobs(ReadOnlySpan<float> logits, LLamaToken token, SafeLlamaModelHandle model)
     {
@@ -196,14 +199,13 @@ internal sealed class ActiveSequence : IDisposable
         return Generated >= Pending.Request.Parameters.MaxTokens ? "length" : null;
     }
 
-    public GenerationChoice Choice(string finishReason) =>
-        new(ChoiceIndex, Text, finishReason, Generated, Pending.Request.Parameters.Logprobs ? _logprobs ?? [] : null);
+    public GenerationChoice Choice(string finishReason) => new(ChoiceIndex, Text, finishReason, Generated, TokenLogprobs);
 
     public GenerationOutcome Outcome(string finishReason) =>
         new(Text, finishReason, Pending.Tokens!.Length, Generated)
         {
             CachedTokens = CachedTokens,
-            Logprobs = Pending.Request.Parameters.Logprobs ? _logprobs ?? [] : null,
+            Logprobs = TokenLogprobs,
         };
 
     public void Dispose()

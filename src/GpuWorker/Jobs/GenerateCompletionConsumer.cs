@@ -72,8 +72,6 @@ public sealed class GenerateCompletionConsumer(
         }
     }
 
-    private static string LogprobsJson(IReadOnlyList<TokenLogprob> logprobs) => LogprobsShape.Serialize(logprobs);
-
     private async Task RunAsync(GenerateCompletion message, Job job, CancellationToken ct)
     {
         if (job.Attempts > worker.Value.MaxAttempts)
@@ -110,7 +108,7 @@ public sealed class GenerateCompletionConsumer(
         var result = new JobResult(outcome.Text, outcome.FinishReason ?? "stop", outcome.PromptTokens, outcome.CompletionTokens)
         {
             CachedTokens = outcome.CachedTokens,
-            LogprobsJson = outcome.Logprobs is { } logprobs ? LogprobsJson(logprobs) : null,
+            LogprobsJson = outcome.Logprobs is { } logprobs ? LogprobsShape.Serialize(logprobs) : null,
             ChoicesJson = outcome.Choices is { } choices ? LogprobsShape.Choices(choices) : null,
         };
         if (outcome.FinishReason == "cancelled")
