@@ -1,8 +1,6 @@
 using System.Diagnostics;
 using LlmServing.Contracts;
 using LlmServing.GpuWorker.Inference;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 
 namespace LlmServing.Benchmarks;
 
@@ -27,7 +25,7 @@ public static class PrefixBenchmark
     private static async Task<(double JobsPerSecond, double CachedShare)> RunOnceAsync(
         string modelPath, int slots, int sharedTokens, List<string> prompts, int newTokens, int threads, bool reuse)
     {
-        var options = Options.Create(new InferenceOptions
+        await using var host = await SchedulerHost.StartAsync(new InferenceOptions
         {
             ModelPath = modelPath,
             ContextSize = slots * (sharedTokens + 64 + newTokens) + sharedTokens + 64,
@@ -35,16 +33,11 @@ public static class PrefixBenchmark
             Threads = threads,
             MaxCachedPrefixes = reuse ? 4 : 0,
         });
-        using var model = new LlamaModel(options, NullLoggerFactory.Instance, NullLogger<LlamaModel>.Instance);
-        await model.StartAsync(CancellationToken.None);
-        using var scheduler = new BatchScheduler(model, options, [], NullLogger<BatchScheduler>.Instance);
-        await scheduler.StartAsync(CancellationToken.None);
         var clock = Stopwatch.StartNew();
-        var outcomes = await Task.WhenAll(prompts.Select(p => scheduler.GenerateAsync(
+        var outcomes = await Task.WhenAll(prompts.Select(p => host.Scheduler.GenerateAsync(
             new GenerationRequest(Guid.NewGuid(), p, null, new GenerationParameters { MaxTokens = newTokens, Temperature = 0, IgnoreEos = true }),
             CancellationToken.None)));
         clock.Stop();
-        await scheduler.StopAsync(CancellationToken.None);
         var prompt = outcomes.Sum(o => (double)o.PromptTokens);
         return (prompts.Count / clock.Elapsed.TotalSeconds, outcomes.Sum(o => (double)o.CachedTokens) / prompt);
     }

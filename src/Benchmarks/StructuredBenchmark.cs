@@ -3,8 +3,6 @@ using System.Text.Json;
 using LlmServing.Contracts;
 using LlmServing.GpuWorker.Inference;
 using LlmServing.Producer.Jobs;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 
 namespace LlmServing.Benchmarks;
 
@@ -26,24 +24,20 @@ public static class StructuredBenchmark
     public static async Task<(double Free, double Constrained, double ConstrainedTokensPerJob)> RunAsync(
         string modelPath, int slots, int promptTokens, int jobs, int threads)
     {
-        var options = Options.Create(new InferenceOptions
+        await using var host = await SchedulerHost.StartAsync(new InferenceOptions
         {
             ModelPath = modelPath,
             ContextSize = slots * (promptTokens + 256 + 8),
             Slots = slots,
             Threads = threads,
         });
-        using var model = new LlamaModel(options, NullLoggerFactory.Instance, NullLogger<LlamaModel>.Instance);
-        await model.StartAsync(CancellationToken.None);
-        using var scheduler = new BatchScheduler(model, options, [], NullLogger<BatchScheduler>.Instance);
-        await scheduler.StartAsync(CancellationToken.None);
         var prompt = Workload.PromptText(promptTokens);
         var grammar = JsonGrammar.ForSchema(JsonDocument.Parse(Schema).RootElement);
 
         async Task<(double TokensPerSecond, double TokensPerJob)> Run(string? gbnf, int? fixedLength)
         {
             var clock = Stopwatch.StartNew();
-            var outcomes = await Task.WhenAll(Enumerable.Range(0, jobs).Select(i => scheduler.GenerateAsync(
+            var outcomes = await Task.WhenAll(Enumerable.Range(0, jobs).Select(i => host.Scheduler.GenerateAsync(
                 new GenerationRequest(Guid.NewGuid(), prompt, null, new GenerationParameters
                 {
                     MaxTokens = fixedLength ?? 256, Temperature = 1, Seed = (uint)i, Grammar = gbnf, IgnoreEos = fixedLength is not null,
@@ -58,7 +52,6 @@ public static class StructuredBenchmark
         var constrained = await Run(grammar, null);
         // The free run generates as many tokens per job as the constrained one did, so both measure the same work.
         var free = await Run(null, (int)Math.Ceiling(constrained.TokensPerJob));
-        await scheduler.StopAsync(CancellationToken.None);
         return (free.TokensPerSecond, constrained.TokensPerSecond, constrained.TokensPerJob);
     }
 }
