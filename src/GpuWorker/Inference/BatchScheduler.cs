@@ -21,7 +21,7 @@ public sealed class BatchScheduler(
     private readonly AdmissionQueue _queue = new();
     private readonly InferenceOptions _options = options.Value;
     private readonly IDecodeResultFilter[] _decodeFilters = [.. decodeFilters];
-    private IReadOnlyCollection<int> _grammarBans = [];
+    private IReadOnlyCollection<int>? _grammarBans;
     private PrefixCache? _cache;
 
     public SchedulerCounters Counters { get; } = new();
@@ -43,7 +43,6 @@ public sealed class BatchScheduler(
         await model.Loaded.WaitAsync(stoppingToken);
         await Task.Yield();
         var renderer = new PromptRenderer(model.Weights);
-        _grammarBans = SamplerFactory.InvalidUtf8Starts(model.Weights.NativeHandle, model.Weights.Vocab.Count);
         _cache = _options.MaxCachedPrefixes > 0 ? new PrefixCache(_options.MaxCachedPrefixes, _options.MinPrefixTokens) : null;
         var executor = new BatchedExecutor(model.Weights, model.Parameters);
         var active = new List<ActiveSequence>();
@@ -96,7 +95,6 @@ public sealed class BatchScheduler(
             return; // static batches: nothing joins until the whole batch has finished
         }
 
-        var reserved = Reserved(active);
         while (active.Sum(a => a.SlotsHeld) < _options.Slots && _queue.TryPeek(out var pending))
         {
             if (pending == PendingRequest.Wake || pending.IsAbandoned)
@@ -154,11 +152,10 @@ public sealed class BatchScheduler(
                 break; // a prompt sharing a longer prefix is being prefilled: start from it after this step
             }
 
-            var decision = AdmissionPolicy.Decide(pending.Tokens.Length, maxTokens, reserved, active.Count, _options.ContextSize);
+            var decision = AdmissionPolicy.Decide(pending.Tokens.Length, maxTokens, Reserved(active), active.Count, _options.ContextSize);
             if (decision != Admission.Reject)
             {
                 (decision, hit) = FitWithCache(active, pending.Tokens.Length, maxTokens, hit);
-                reserved = Reserved(active);
             }
 
             if (decision == Admission.Wait)
@@ -176,15 +173,14 @@ public sealed class BatchScheduler(
             }
 
             var need = pending.Tokens.Length + maxTokens;
-            var sequence = ActiveSequence.Start(executor, pending, need, _cache, hit, _grammarBans);
+            var sequence = ActiveSequence.Start(executor, pending, need, _cache, hit, GrammarBans(pending.Request.Parameters));
             active.Add(sequence);
             if (hit.Entry is not null)
             {
                 Counters.PrefixHit(hit.Length);
             }
 
-            reserved = Reserved(active);
-            Counters.Reserved(reserved);
+            Counters.Reserved(Reserved(active));
         }
     }
 
@@ -213,7 +209,7 @@ public sealed class BatchScheduler(
                     Offer(s);
                 }
 
-                active.AddRange(s.ForkChoices(_grammarBans));
+                active.AddRange(s.ForkChoices(GrammarBans(s.Pending.Request.Parameters)));
             }
         }
 
@@ -322,6 +318,13 @@ public sealed class BatchScheduler(
 
         return (AdmissionPolicy.Decide(promptTokens, maxTokens, Reserved(active), 0, _options.ContextSize), (null, 0));
     }
+
+    /// <summary>
+    /// The tokens banned under a grammar (<see cref="SamplerFactory.InvalidUtf8Starts"/>): a pass over the whole
+    /// vocabulary, made on the first structured request rather than at start-up (cold start counts).
+    /// </summary>
+    private IReadOnlyCollection<int> GrammarBans(Contracts.GenerationParameters p) =>
+        p.Grammar is null ? [] : _grammarBans ??= SamplerFactory.InvalidUtf8Starts(model.Weights.NativeHandle, model.Weights.Vocab.Count);
 
     /// <summary>Whether evicting every unshared cached prefix would make room for <paramref name="own"/> more cells.</summary>
     private bool EvictionCouldHelp(List<ActiveSequence> active, int own) =>
