@@ -43,9 +43,10 @@ public sealed class JobReaper(
                     }
                 }
 
+                var ready = await ReadyMessagesAsync(factory, queues, stoppingToken);
                 foreach (var queue in queues)
                 {
-                    if (await ReadyMessagesAsync(factory, queue, stoppingToken) == 0)
+                    if (ready.GetValueOrDefault(queue) == 0)
                     {
                         var lost = await jobs.RequeueLostAsync(queue, queue == o.JobQueue, o.LostMessageAge, stoppingToken);
                         if (lost > 0)
@@ -63,18 +64,35 @@ public sealed class JobReaper(
         }
     }
 
-    /// <summary>Ready messages in a queue (passive declare: exact at once); null when the broker cannot say.</summary>
-    private static async Task<uint?> ReadyMessagesAsync(ConnectionFactory factory, string queue, CancellationToken ct)
+    /// <summary>
+    /// Ready messages per queue (passive declare: exact at once), over one connection per pass; a queue the broker
+    /// cannot tell about (unreachable, or the queue is missing) is left out.
+    /// </summary>
+    private static async Task<Dictionary<string, uint?>> ReadyMessagesAsync(ConnectionFactory factory, string[] queues, CancellationToken ct)
     {
+        var ready = new Dictionary<string, uint?>();
         try
         {
             await using var connection = await factory.CreateConnectionAsync("llmserving-producer-reaper", ct);
-            await using var channel = await connection.CreateChannelAsync(cancellationToken: ct);
-            return (await channel.QueueDeclarePassiveAsync(queue, ct)).MessageCount;
+            foreach (var queue in queues)
+            {
+                try
+                {
+                    // A channel per queue: a failed passive declare closes its channel.
+                    await using var channel = await connection.CreateChannelAsync(cancellationToken: ct);
+                    ready[queue] = (await channel.QueueDeclarePassiveAsync(queue, ct)).MessageCount;
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    ready[queue] = null;
+                }
+            }
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            return null;
+            // The broker is unreachable: no queue counts as empty.
         }
+
+        return ready;
     }
 }
