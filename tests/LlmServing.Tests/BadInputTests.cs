@@ -57,7 +57,10 @@ public sealed class BadInputTests
         yield return Case("ASchemaUsesAnUnsupportedKeyword", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}}""", 422, "response_format", "keyword 'pattern' is not supported");
         yield return Case("ASchemaHasNoName", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string"}}}}""", 422, "response_format", "json_schema.name");
         yield return Case("IgnoreEosMeetsAJsonFormat", """{"prompt": "a", "ignore_eos": true, "response_format": {"type": "json_object"}}""", 422, "ignore_eos", "must be able to end");
-        yield return Case("ARawGrammarIsGiven", """{"prompt": "a", "grammar": "root ::= \"x\""}""", 422, "grammar", "raw GBNF");
+        yield return Case("AGrammarDoesNotParse", """{"prompt": "a", "grammar": "root ::= (\"x\""}""", 422, "grammar", "group is not closed (line 1, column 10)");
+        yield return Case("AGrammarIsLeftRecursive", """{"prompt": "a", "grammar": "root ::= root \"x\" | \"y\""}""", 422, "grammar", "'root' is left-recursive");
+        yield return Case("AGrammarMeetsAJsonFormat", """{"prompt": "a", "grammar": "root ::= \"x\"", "response_format": {"type": "json_object"}}""", 422, "grammar", "not both");
+        yield return Case("IgnoreEosMeetsAGrammar", """{"prompt": "a", "ignore_eos": true, "grammar": "root ::= \"x\""}""", 422, "ignore_eos", "must be able to end");
         yield return Case("StreamingIsAsked", """{"prompt": "a", "stream": true}""", 422, "stream", "whole result");
         yield return Case("LogprobsIsANumber", """{"prompt": "a", "logprobs": 5}""", 422, "logprobs", "true or false");
         yield return Case("TopLogprobsIsOver20", """{"prompt": "a", "logprobs": true, "top_logprobs": 21}""", 422, "top_logprobs", "between 0 and 20");

@@ -67,6 +67,45 @@ public sealed class FaultTests
     }
 
     [Test]
+    public async Task ShouldFailOnlyThatJob_WhenAMessageCarriesAGrammarLlamaCppCannotParse()
+    {
+        // A message that did not come through this Producer's checks (another publisher, an older version): llama.cpp
+        // would answer its grammar with a null sampler and the worker would crash on it. It fails the job instead.
+        var queue = $"llm-jobs-test-{TestServices.RunId}-badgrammar";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue);
+            var accepted = await producer.Client.SubmitAsync(new { prompt = "x", max_tokens = 4, grammar = "root ::= \"ab\"" });
+            await producer.Client.WaitForStatusAsync(accepted.Id, JobStatuses.Queued);
+            await Broker.PurgeAsync(queue);
+            await using (var db = await TestDatabase.OpenAsync())
+            {
+                await db.ExecAsync($"UPDATE jobs SET request = replace(request::text, 'root ::= ', 'root ::= (')::jsonb WHERE id = '{accepted.Id}'");
+            }
+
+            var services = producer.Services;
+            var row = await Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
+                .GetRequiredService<LlmServing.ResultStore.Jobs.JobStore>(services).FindAsync(accepted.Id, "default", CancellationToken.None);
+            await Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
+                .GetRequiredService<LlmServing.Producer.Jobs.JobPublisher>(services).TryPublishAsync(row!, CancellationToken.None);
+            await using var worker = await WorkerInstance.StartAsync(queue);
+
+            var failed = await producer.Client.WaitForFinalAsync(accepted.Id);
+            var next = await producer.Client.SubmitAsync(new { prompt = "x", max_tokens = 4, grammar = "root ::= \"ab\"" });
+            var done = await producer.Client.WaitForFinalAsync(next.Id);
+
+            Assert.That(failed.Status, Is.EqualTo(JobStatuses.Failed));
+            Assert.That(failed.Error, Does.Contain("The grammar is not valid: A group is not closed"));
+            Assert.That(done.Status, Is.EqualTo(JobStatuses.Succeeded), "the worker goes on");
+            Assert.That(done.OutputText, Is.EqualTo("ab"));
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    [Test]
     public async Task ShouldFinishTheJobExactlyOnce_WhenAWorkerProcessIsKilledMidGeneration()
     {
         var queue = $"llm-jobs-test-{TestServices.RunId}-kill9";

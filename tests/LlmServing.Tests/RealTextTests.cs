@@ -100,6 +100,23 @@ public sealed class RealTextTests
     }
 
     [Test]
+    public async Task ShouldFollowARawGrammar_WhenOneIsGiven()
+    {
+        const string grammar = """
+            root ::= " " name " " [a-z ]{3,30} "."
+            name ::= "Lily" | "Tom" | "Sue"
+            """;
+        var free = await RunAsync(new { prompt = "Once upon a time, there was a girl.", max_tokens = 40, temperature = 0 });
+        var done = await RunAsync(new { prompt = "Once upon a time, there was a girl.", max_tokens = 40, temperature = 0, grammar });
+        var seeded = await RunAsync(new { prompt = "Once upon a time, there was a girl.", max_tokens = 40, temperature = 1, seed = 5, grammar });
+
+        Assert.That(free.OutputText, Does.Not.Match(@"^ (Lily|Tom|Sue) [a-z ]{3,30}\.$"), "the grammar, not the model, shapes it");
+        Assert.That(done.OutputText, Does.Match(@"^ (Lily|Tom|Sue) [a-z ]{3,30}\.$"));
+        Assert.That(seeded.OutputText, Does.Match(@"^ (Lily|Tom|Sue) [a-z ]{3,30}\.$"));
+        Assert.That(done.FinishReason, Is.EqualTo("stop"), "a finished grammar ends the output");
+    }
+
+    [Test]
     public async Task ShouldFailTheJobWithTheReason_WhenABiasedTokenIsOutsideTheVocabulary()
     {
         var accepted = await _producer.Client.SubmitAsync(new { prompt = "Once upon a time", max_tokens = 5, logit_bias = new Dictionary<string, float> { ["100000"] = 5 } });

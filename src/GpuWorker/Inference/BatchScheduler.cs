@@ -122,9 +122,8 @@ public sealed class BatchScheduler(
                 continue;
             }
 
-            if (SamplerFactory.CheckVocabulary(pending.Request.Parameters, executor.Model.Vocab.Count) is { } invalid)
+            if (SamplerFactory.Check(pending.Request.Parameters, executor.Model.Vocab.Count) is { } invalid)
             {
-                // llama.cpp would write outside its logit array: refused before any native call.
                 _queue.Dequeue(pending);
                 pending.Complete(GenerationOutcome.Failed(invalid, pending.Tokens.Length));
                 continue;

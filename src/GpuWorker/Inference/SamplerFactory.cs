@@ -7,6 +7,9 @@ namespace LlmServing.GpuWorker.Inference;
 /// <summary>One sampling pipeline per sequence (pipelines keep state), from the request's parameters.</summary>
 public static class SamplerFactory
 {
+    [ThreadStatic]
+    private static string? _lastValidGrammar;
+
     /// <summary>Tokens the penalties look back over (llama.cpp's default <c>repeat_last_n</c>).</summary>
     public const int PenaltyWindow = 64;
 
@@ -78,9 +81,24 @@ public static class SamplerFactory
         return banned;
     }
 
-    /// <summary>Why the parameters cannot run on a model with this vocabulary (a biased token id beyond it); null when they can.</summary>
-    public static string? CheckVocabulary(GenerationParameters p, int vocabularySize)
+    /// <summary>
+    /// Why the parameters cannot run on this model, before any native call: a biased token id beyond its vocabulary
+    /// (llama.cpp would write outside its logit array) or a grammar llama.cpp would not parse (it answers with a null
+    /// sampler, which the chain would dereference). Null when they can run. The Producer checks both first; this holds
+    /// for messages that came from elsewhere.
+    /// </summary>
+    public static string? Check(GenerationParameters p, int vocabularySize)
     {
+        if (p.Grammar is { } grammar && !ReferenceEquals(grammar, _lastValidGrammar) && grammar != _lastValidGrammar)
+        {
+            if (Gbnf.Check(grammar) is { } problem)
+            {
+                return $"The grammar is not valid: {problem}";
+            }
+
+            _lastValidGrammar = grammar; // batch lines share one: checked once
+        }
+
         var outside = p.LogitBias?.Keys.Where(id => id >= vocabularySize).Order().ToList();
         return outside is { Count: > 0 }
             ? $"logit_bias names token {outside[0]}, outside this model's vocabulary of {vocabularySize} tokens."

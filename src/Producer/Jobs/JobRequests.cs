@@ -72,6 +72,12 @@ public sealed class CreateJobRequest
     /// </summary>
     public JsonElement? ResponseFormat { get; set; }
 
+    /// <summary>
+    /// An extension (as llama.cpp's server): a llama.cpp grammar (GBNF) with start rule <c>root</c> that the output
+    /// follows. Checked here (422 with the line and column of the problem); not together with a JSON response_format.
+    /// </summary>
+    public string? Grammar { get; set; }
+
     /// <summary>Every other field: accepted when harmless, refused (422 naming it) when it cannot be honoured.</summary>
     [System.Text.Json.Serialization.JsonExtensionData]
     public Dictionary<string, JsonElement>? OtherFields { get; set; }
@@ -186,7 +192,6 @@ internal static class JobRequestValidator
             yield return (field, name switch
             {
                 "stream" => "'stream' is not supported here: jobs and batch lines return their whole result.",
-                "grammar" => "'grammar' (raw GBNF) is not supported; describe the output with response_format and a JSON schema.",
                 "tools" or "tool_choice" or "functions" or "function_call" or "parallel_tool_calls" => $"'{field}': tool and function calling is not supported.",
                 "audio" or "modalities" => $"'{field}': only text is supported.",
                 _ => $"'{field}' is not a supported field.",
@@ -433,9 +438,25 @@ internal static class JobRequestValidator
             Error("response_format", e.Message);
         }
 
+        if (r.Grammar is { } raw)
+        {
+            if (grammar is not null)
+            {
+                Error("grammar", "Give either 'grammar' or a JSON 'response_format', not both.");
+            }
+            else if (Gbnf.Check(raw) is { } problem)
+            {
+                Error("grammar", $"'grammar' is not a valid llama.cpp grammar (GBNF, start rule 'root'): {problem}");
+            }
+            else
+            {
+                grammar = raw;
+            }
+        }
+
         if (grammar is not null && r.IgnoreEos == true)
         {
-            Error("ignore_eos", "'ignore_eos' cannot be combined with a JSON response_format: the output must be able to end.");
+            Error("ignore_eos", "'ignore_eos' cannot be combined with a grammar or a JSON response_format: the output must be able to end.");
         }
 
         if (errors.Count > 0)

@@ -1,0 +1,65 @@
+using LlmServing.Contracts;
+
+namespace LlmServing.Tests;
+
+/// <summary>
+/// The GBNF check that stands before llama.cpp's parser: what llama.cpp would refuse (a null sampler, which the chain
+/// would dereference) is refused here with the place of the problem. Pure; grammars run for real in
+/// <see cref="RealTextTests"/> and <see cref="StructuredOutputTests"/>.
+/// </summary>
+public sealed class GbnfTests
+{
+    [TestCase("root ::= \"yes\" | \"no\"")]
+    [TestCase("root ::= answer\nanswer ::= [A-Za-z]+ (\" \" [a-z]+){0,5} \".\"")]
+    [TestCase("# a comment\nroot ::= (\n  \"a\" |\n  \"b\" # inside a group\n)*\n\n")]
+    [TestCase("root ::= [^\\n\"]{1,40} \"\\x41\\u00e9\\U0001F642\" [\\-\\]] .")]
+    [TestCase("root ::= list\nlist ::= \"[\" (item (\",\" item)*)? \"]\"\nitem ::= [0-9]{1,3}")]
+    [TestCase("root ::= \"é中\" x?\r\nx ::= \"\"")]
+    [TestCase("root ::= \"a\" root | \"b\"", Description = "right recursion is fine")]
+    public void ShouldAccept_WhenTheGrammarIsValid(string grammar) =>
+        Assert.That(Gbnf.Check(grammar), Is.Null);
+
+    [TestCase("", "no rules")]
+    [TestCase("# only a comment\n", "no rules")]
+    [TestCase("answer ::= \"x\"", "no 'root' rule")]
+    [TestCase("root ::= missing", "'missing' is used but never defined")]
+    [TestCase("root ::= \"a\"\nroot ::= \"b\"", "'root' is defined twice (line 2, column 1)")]
+    [TestCase("root = \"a\"", "Expected '::=' (line 1, column 6)")]
+    [TestCase("root ::= \"abc", "string literal is not closed")]
+    [TestCase("root ::= [a-z", "character class is not closed")]
+    [TestCase("root ::= (\"a\" | \"b\"", "group is not closed (line 1, column 10)")]
+    [TestCase("root ::= \"a\" )", "Expected the end of the line, found ')'")]
+    [TestCase("root ::= \"\\q\"", "Unknown escape '\\q'")]
+    [TestCase("root ::= \"\\x4\"", "'\\x' needs 2 hex digits")]
+    [TestCase("root ::= * \"a\"", "nothing before it to repeat")]
+    [TestCase("root ::= \"a\"{3,1}", "maximum is below its minimum")]
+    [TestCase("root ::= \"a\"{2001}", "minimum is above 2000")]
+    [TestCase("root ::= \"a\"{99999999999}", "number is too large")]
+    [TestCase("root ::= (\"a\"{0,100}){0,100}", "too many rules")]
+    [TestCase("root ::= [z-a]", "range runs backwards")]
+    [TestCase("root ::= <think> \"a\"", "Token references")]
+    [TestCase("root ::= root \"a\" | \"b\"", "'root' is left-recursive")]
+    [TestCase("root ::= x\nx ::= y \"a\"\ny ::= \"\" | x", "left-recursive")]
+    [TestCase("root ::= (\"\" | \"a\")*", "'root' is left-recursive", Description = "a repetition of something that can be empty loops in llama.cpp")]
+    [TestCase("root ::= \"a\"\n| \"b\"", "Expected a rule name (line 2, column 1)")]
+    [TestCase("root ::= \"a\0\"", "NUL")]
+    public void ShouldRefuseWithThePlace_WhenLlamaCppCouldNotParseIt(string grammar, string expected) =>
+        Assert.That(Gbnf.Check(grammar), Does.Contain(expected));
+
+    [Test]
+    public void ShouldRefuse_WhenTheGrammarIsTooLong() =>
+        Assert.That(Gbnf.Check("root ::= \"" + new string('a', Gbnf.MaxLength) + "\""), Does.Contain("longer than"));
+
+    [Test]
+    public void ShouldAcceptEveryGrammarJsonSchemaProduces()
+    {
+        var schema = System.Text.Json.JsonDocument.Parse("""
+            {"type": "object", "properties": {"a": {"type": "array", "items": {"$ref": "#/$defs/n"}, "maxItems": 4},
+             "b": {"anyOf": [{"type": "string", "minLength": 2, "maxLength": 9}, {"type": "number"}, {"type": "null"}]}},
+             "required": ["a"], "$defs": {"n": {"type": "object", "properties": {"c": {"$ref": "#/$defs/n"}}}}}
+            """).RootElement;
+
+        Assert.That(Gbnf.Check(LlmServing.Producer.Jobs.JsonGrammar.ForSchema(schema)), Is.Null);
+        Assert.That(Gbnf.Check(LlmServing.Producer.Jobs.JsonGrammar.ForAnyObject()), Is.Null);
+    }
+}
