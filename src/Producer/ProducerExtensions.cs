@@ -1,3 +1,5 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using LlmServing.Producer.Webhooks;
 using System.Text.Json;
 using LlmServing.Producer.Batches;
 using LlmServing.Producer.Files;
@@ -87,6 +89,13 @@ public static class ProducerExtensions
         builder.Services.AddHostedService<PublishSweeper>();
         builder.Services.AddHostedService<JobReaper>();
 
+        // Results out: events of final states on the bus and signed webhooks (ADR 0006).
+        builder.Services.AddOptions<Webhooks.WebhookOptions>().BindConfiguration(Webhooks.WebhookOptions.Section);
+        builder.Services.TryAddSingleton<Webhooks.IWebhookHostResolver, Webhooks.DnsWebhookHostResolver>();
+        builder.Services.AddSingleton<Webhooks.WebhookTargetPolicy>();
+        builder.Services.AddHostedService<Webhooks.ResultEventDispatcher>();
+        builder.Services.AddHostedService<Webhooks.WebhookSender>();
+
         // Batch files: Hangfire (on the same PostgreSQL) runs the durable ingestion jobs; the finalizer ends batches.
         builder.Services.AddIngestionHangfire(builder.Configuration.GetConnectionString("Postgres")!);
         builder.Services.AddHostedService<BatchFinalizer>();
@@ -129,6 +138,7 @@ public static class ProducerExtensions
         app.MapJobsApi();
         app.MapFilesApi();
         app.MapBatchesApi();
+        app.MapWebhooksApi();
         return app;
     }
 }

@@ -40,6 +40,8 @@ public static class ResultStoreExtensions
         builder.Services.AddSingleton<Batches.BatchStore>();
         builder.Services.AddSingleton<Batches.BatchLineStore>();
         builder.Services.AddSingleton<Tenants.ApiKeyStore>();
+        builder.Services.AddSingleton<Webhooks.ResultEventStore>();
+        builder.Services.AddSingleton<Webhooks.WebhookStore>();
         builder.Services.AddHostedService<DatabaseMigrator>();
         return builder;
     }

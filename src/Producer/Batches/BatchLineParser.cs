@@ -111,6 +111,11 @@ public sealed class BatchLineParser(string endpoint, string batchId, string tena
                 return new BatchLine(number, customId, null, $"Line {number}: 'queue_timeout_seconds' is not supported in batch lines; a batch line waits for its batch's completion_window.");
             }
 
+            if (request.WebhookUrl is not null)
+            {
+                return new BatchLine(number, customId, null, $"Line {number}: 'webhook_url' is not supported in batch lines; give the batch a webhook_url.");
+            }
+
             var (parameters, messages, errors) = JobRequestValidator.Validate(request, options);
             if (parameters is null)
             {

@@ -39,7 +39,8 @@ public static class BatchesApi
 
     private static async Task<IResult> CreateAsync(
         HttpRequest http, string? endpoint, BatchStore batches, BatchLineStore lines, FileStore files, IBackgroundJobClient jobs,
-        IOptions<ProducerOptions> options, CancellationToken ct)
+        IOptions<ProducerOptions> options, Webhooks.WebhookTargetPolicy webhookPolicy, ResultStore.Webhooks.WebhookStore webhooks,
+        [Microsoft.AspNetCore.Mvc.FromQuery(Name = "webhook_url")] string? webhookUrl, CancellationToken ct)
     {
         var o = options.Value;
         string inputFileId;
@@ -47,6 +48,11 @@ public static class BatchesApi
         var mediaType = http.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
         if (mediaType is "application/jsonl" or "application/x-ndjson" or "application/x-jsonlines" or "text/jsonl")
         {
+            if (webhookUrl is not null && await Webhooks.WebhooksApi.CheckTargetAsync(webhookUrl, http.HttpContext.Tenant(), webhookPolicy, webhooks, ct) is { } problem)
+            {
+                return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid webhook_url", problem);
+            }
+
             endpoint ??= BatchLineParser.ChatEndpoint;
             if (!Endpoints.Contains(endpoint))
             {
@@ -125,6 +131,15 @@ public static class BatchesApi
                 metadata = meta.ToJsonString();
             }
 
+            if (body["webhook_url"] is { } hook)
+            {
+                webhookUrl = hook.GetValueKind() == JsonValueKind.String ? hook.GetValue<string>() : "";
+                if (await Webhooks.WebhooksApi.CheckTargetAsync(webhookUrl, http.HttpContext.Tenant(), webhookPolicy, webhooks, ct) is { } problem)
+                {
+                    return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid webhook_url", problem);
+                }
+            }
+
             if (await files.FindAsync(inputFileId, http.HttpContext.Tenant(), ct) is not { Purpose: "batch" })
             {
                 return Problems.Of(StatusCodes.Status404NotFound, "File not found", $"There is no batch input file with id {inputFileId}.");
@@ -144,6 +159,7 @@ public static class BatchesApi
             InputFileId = inputFileId,
             Metadata = metadata,
             JobQueue = o.BatchJobQueue,
+            WebhookUrl = webhookUrl,
         }, ct);
         // Not in the batch's transaction: if this enqueue is lost, the stalled-ingestion reaper starts the batch.
         BatchIngestion.Enqueue(jobs, o.EffectiveIngestionQueue, batch.Id);

@@ -78,6 +78,12 @@ public sealed class CreateJobRequest
     /// </summary>
     public string? Grammar { get; set; }
 
+    /// <summary>
+    /// Where to deliver this job's final state as a signed webhook (Standard Webhooks), instead of the tenant's default.
+    /// Jobs only: a batch takes its own <c>webhook_url</c>, not its lines.
+    /// </summary>
+    public string? WebhookUrl { get; set; }
+
     /// <summary>Every other field: accepted when harmless, refused (422 naming it) when it cannot be honoured.</summary>
     [System.Text.Json.Serialization.JsonExtensionData]
     public Dictionary<string, JsonElement>? OtherFields { get; set; }

@@ -88,6 +88,8 @@ public static class JobsApi
         JobPublisher publisher,
         IOptions<ProducerOptions> options,
         IOptions<JsonOptions> json,
+        Webhooks.WebhookTargetPolicy webhookPolicy,
+        ResultStore.Webhooks.WebhookStore webhooks,
         CancellationToken ct)
     {
         var o = options.Value;
@@ -125,6 +127,12 @@ public static class JobsApi
         }
 
         var (parameters, messages, errors) = JobRequestValidator.Validate(request, o);
+        if (parameters is not null && request.WebhookUrl is { } webhookUrl
+            && await Webhooks.WebhooksApi.CheckTargetAsync(webhookUrl, http.HttpContext.Tenant(), webhookPolicy, webhooks, ct) is { } webhookProblem)
+        {
+            (parameters, errors) = (null, new Dictionary<string, string[]> { ["webhook_url"] = [webhookProblem] });
+        }
+
         if (parameters is null)
         {
             return TypedResults.Problem(new HttpValidationProblemDetails(errors)
@@ -162,6 +170,7 @@ public static class JobsApi
             Deadline = deadline,
             Request = JsonSerializer.Serialize(message, JobPublisher.MessageJson),
             Queue = o.JobQueue,
+            WebhookUrl = request.WebhookUrl,
         };
 
         // With a cap, the count and the insert are one locked transaction (and a replay is answered before the cap).

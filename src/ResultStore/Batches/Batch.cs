@@ -46,6 +46,12 @@ public sealed class Batch
     /// resumed by the stalled-ingestion reaper, whatever became of the process or the Hangfire job that ran it.
     /// </summary>
     public DateTimeOffset? IngestionHeartbeatAt { get; set; }
+
+    /// <summary>When the final status's <c>BatchCompleted</c> event was handed to the broker; null while owed (ADR 0006).</summary>
+    public DateTimeOffset? EventSentAt { get; set; }
+
+    /// <summary>Where to deliver the batch's final status as a signed webhook; null: the tenant's default, if any.</summary>
+    public string? WebhookUrl { get; set; }
 }
 
 /// <summary>OpenAI's batch statuses.</summary>
@@ -80,5 +86,9 @@ internal sealed class BatchConfiguration : IEntityTypeConfiguration<Batch>
         builder.Property(b => b.ErrorFileId).HasMaxLength(64);
         builder.HasIndex(b => new { b.TenantId, b.CreatedAt });
         builder.HasIndex(b => b.Status);
+        builder.Property(b => b.WebhookUrl).HasMaxLength(2048);
+        builder.HasIndex(b => b.CreatedAt)
+            .HasDatabaseName("ix_batches_event_owed")
+            .HasFilter("event_sent_at IS NULL AND status IN ('completed', 'failed', 'cancelled', 'expired')");
     }
 }

@@ -82,6 +82,15 @@ public sealed class Job
     /// worker while it holds the job; once it lapses, the worker is gone or lost the job, and the reaper requeues it.
     /// </summary>
     public DateTimeOffset? LeaseExpiresAt { get; set; }
+
+    /// <summary>
+    /// When the final state's event (<c>JobCompleted</c>/<c>JobFailed</c>) was handed to the broker; null while it is
+    /// owed. Whoever wrote the final state, the Producer's event dispatcher sends what is owed (ADR 0006).
+    /// </summary>
+    public DateTimeOffset? EventSentAt { get; set; }
+
+    /// <summary>Where to deliver this job's final state as a signed webhook; null: the tenant's default, if any.</summary>
+    public string? WebhookUrl { get; set; }
 }
 
 /// <summary>Tenants until API keys exist: every job belongs to the default tenant.</summary>

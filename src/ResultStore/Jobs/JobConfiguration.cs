@@ -37,5 +37,10 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
         builder.HasIndex(j => j.LeaseExpiresAt)
             .HasDatabaseName("ix_jobs_running_lease")
             .HasFilter("status = 'running'");
+        builder.Property(j => j.WebhookUrl).HasMaxLength(2048);
+        // The event dispatcher looks for final jobs whose event is owed.
+        builder.HasIndex(j => j.Id)
+            .HasDatabaseName("ix_jobs_event_owed")
+            .HasFilter("event_sent_at IS NULL AND status IN ('succeeded', 'failed', 'cancelled', 'expired')");
     }
 }

@@ -66,6 +66,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("jsonb")
                         .HasColumnName("errors");
 
+                    b.Property<DateTimeOffset?>("EventSentAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("event_sent_at");
+
                     b.Property<DateTimeOffset?>("ExpiredAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("expired_at");
@@ -139,8 +143,17 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("integer")
                         .HasColumnName("total_lines");
 
+                    b.Property<string>("WebhookUrl")
+                        .HasMaxLength(2048)
+                        .HasColumnType("character varying(2048)")
+                        .HasColumnName("webhook_url");
+
                     b.HasKey("Id")
                         .HasName("pk_batches");
+
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_batches_event_owed")
+                        .HasFilter("event_sent_at IS NULL AND status IN ('completed', 'failed', 'cancelled', 'expired')");
 
                     b.HasIndex("Status")
                         .HasDatabaseName("ix_batches_status");
@@ -264,6 +277,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("text")
                         .HasColumnName("error");
 
+                    b.Property<DateTimeOffset?>("EventSentAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("event_sent_at");
+
                     b.Property<string>("FinishReason")
                         .HasMaxLength(16)
                         .HasColumnType("character varying(16)")
@@ -333,6 +350,11 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("character varying(64)")
                         .HasColumnName("tenant_id");
 
+                    b.Property<string>("WebhookUrl")
+                        .HasMaxLength(2048)
+                        .HasColumnType("character varying(2048)")
+                        .HasColumnName("webhook_url");
+
                     b.Property<string>("WorkerId")
                         .HasMaxLength(128)
                         .HasColumnType("character varying(128)")
@@ -348,6 +370,10 @@ namespace LlmServing.ResultStore.Migrations
                     b.HasIndex("Deadline")
                         .HasDatabaseName("ix_jobs_queued_deadline")
                         .HasFilter("status = 'queued' AND deadline IS NOT NULL");
+
+                    b.HasIndex("Id")
+                        .HasDatabaseName("ix_jobs_event_owed")
+                        .HasFilter("event_sent_at IS NULL AND status IN ('succeeded', 'failed', 'cancelled', 'expired')");
 
                     b.HasIndex("LeaseExpiresAt")
                         .HasDatabaseName("ix_jobs_running_lease")
@@ -409,6 +435,117 @@ namespace LlmServing.ResultStore.Migrations
                         .HasDatabaseName("ix_api_keys_key_hash");
 
                     b.ToTable("api_keys", (string)null);
+                });
+
+            modelBuilder.Entity("LlmServing.ResultStore.Webhooks.TenantWebhook", b =>
+                {
+                    b.Property<string>("TenantId")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("tenant_id");
+
+                    b.Property<string>("Secret")
+                        .HasMaxLength(128)
+                        .HasColumnType("character varying(128)")
+                        .HasColumnName("secret");
+
+                    b.Property<DateTimeOffset>("UpdatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("updated_at");
+
+                    b.Property<string>("Url")
+                        .HasMaxLength(2048)
+                        .HasColumnType("character varying(2048)")
+                        .HasColumnName("url");
+
+                    b.HasKey("TenantId")
+                        .HasName("pk_tenant_webhooks");
+
+                    b.ToTable("tenant_webhooks", (string)null);
+                });
+
+            modelBuilder.Entity("LlmServing.ResultStore.Webhooks.WebhookDelivery", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("uuid")
+                        .HasColumnName("id");
+
+                    b.Property<int>("Attempts")
+                        .HasColumnType("integer")
+                        .HasColumnName("attempts");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at");
+
+                    b.Property<DateTimeOffset?>("DeliveredAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("delivered_at");
+
+                    b.Property<string>("EventType")
+                        .IsRequired()
+                        .HasMaxLength(32)
+                        .HasColumnType("character varying(32)")
+                        .HasColumnName("event_type");
+
+                    b.Property<DateTimeOffset?>("LastAttemptAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("last_attempt_at");
+
+                    b.Property<string>("LastError")
+                        .HasMaxLength(512)
+                        .HasColumnType("character varying(512)")
+                        .HasColumnName("last_error");
+
+                    b.Property<int?>("LastStatusCode")
+                        .HasColumnType("integer")
+                        .HasColumnName("last_status_code");
+
+                    b.Property<DateTimeOffset>("NextAttemptAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("next_attempt_at");
+
+                    b.Property<string>("Payload")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("payload");
+
+                    b.Property<string>("Status")
+                        .IsRequired()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasColumnName("status");
+
+                    b.Property<string>("SubjectId")
+                        .IsRequired()
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("subject_id");
+
+                    b.Property<string>("TenantId")
+                        .IsRequired()
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("tenant_id");
+
+                    b.Property<string>("Url")
+                        .IsRequired()
+                        .HasMaxLength(2048)
+                        .HasColumnType("character varying(2048)")
+                        .HasColumnName("url");
+
+                    b.HasKey("Id")
+                        .HasName("pk_webhook_deliveries");
+
+                    b.HasIndex("NextAttemptAt")
+                        .HasDatabaseName("ix_webhook_deliveries_due")
+                        .HasFilter("status = 'pending'");
+
+                    b.HasIndex("TenantId", "SubjectId")
+                        .HasDatabaseName("ix_webhook_deliveries_tenant_id_subject_id");
+
+                    b.ToTable("webhook_deliveries", (string)null);
                 });
 #pragma warning restore 612, 618
         }
