@@ -61,6 +61,8 @@ public sealed class BadInputTests
         yield return Case("AGrammarIsLeftRecursive", """{"prompt": "a", "grammar": "root ::= root \"x\" | \"y\""}""", 422, "grammar", "'root' is left-recursive");
         yield return Case("AGrammarMeetsAJsonFormat", """{"prompt": "a", "grammar": "root ::= \"x\"", "response_format": {"type": "json_object"}}""", 422, "grammar", "not both");
         yield return Case("IgnoreEosMeetsAGrammar", """{"prompt": "a", "ignore_eos": true, "grammar": "root ::= \"x\""}""", 422, "ignore_eos", "must be able to end");
+        yield return Case("AWebhookTargetIsLoopback", """{"prompt": "a", "webhook_url": "http://127.0.0.1:9/hook"}""", 422, "webhook_url", "non-public address (127.0.0.1)");
+        yield return Case("AWebhookTargetIsNotHttp", """{"prompt": "a", "webhook_url": "gopher://127.0.0.1/"}""", 422, "webhook_url", "absolute http:// or https:// URL");
         yield return Case("StreamingIsAsked", """{"prompt": "a", "stream": true}""", 422, "stream", "whole result");
         yield return Case("LogprobsIsANumber", """{"prompt": "a", "logprobs": 5}""", 422, "logprobs", "true or false");
         yield return Case("TopLogprobsIsOver20", """{"prompt": "a", "logprobs": true, "top_logprobs": 21}""", 422, "top_logprobs", "between 0 and 20");

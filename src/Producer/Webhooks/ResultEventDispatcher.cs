@@ -15,7 +15,7 @@ namespace LlmServing.Producer.Webhooks;
 /// stable message id.
 /// </summary>
 public sealed class ResultEventDispatcher(
-    ResultEventStore store, IPublishEndpoint bus, IOptions<WebhookOptions> options, TimeProvider clock,
+    ResultEventStore store, IBus bus, IOptions<WebhookOptions> options, TimeProvider clock,
     ILogger<ResultEventDispatcher> logger) : BackgroundService
 {
     private const int PageSize = 500;
@@ -27,7 +27,11 @@ public sealed class ResultEventDispatcher(
             var sent = 0;
             try
             {
-                sent = await DispatchJobsAsync(stoppingToken) + await DispatchBatchesAsync(stoppingToken);
+                // Bounded: rows stay locked while their events are published, and a broker that does not answer
+                // must not hold them (or this loop) for long; what was not marked is sent on the next pass.
+                using var pass = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                pass.CancelAfter(TimeSpan.FromSeconds(30));
+                sent = await DispatchJobsAsync(pass.Token) + await DispatchBatchesAsync(pass.Token);
             }
             catch (Exception e) when (!stoppingToken.IsCancellationRequested)
             {

@@ -15,4 +15,23 @@ public static class Eventually
             await Task.Delay(pollMilliseconds);
         }
     }
+
+    /// <summary>Waits until <paramref name="probe"/> returns a value (not null) and returns it.</summary>
+    public static Task<T> ValueAsync<T>(Func<T?> probe, TimeSpan? timeout = null) where T : class =>
+        ValueAsync(() => Task.FromResult(probe()), timeout);
+
+    public static async Task<T> ValueAsync<T>(Func<Task<T?>> probe, TimeSpan? timeout = null) where T : class
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
+        while (true)
+        {
+            if (await probe() is { } value)
+            {
+                return value;
+            }
+
+            Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "the value did not appear in time");
+            await Task.Delay(50);
+        }
+    }
 }
