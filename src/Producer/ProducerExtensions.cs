@@ -86,6 +86,7 @@ public static class ProducerExtensions
         builder.Services.AddSingleton<JobQueueDeclarer>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobQueueDeclarer>());
         builder.Services.AddSingleton<JobPublisher>();
+        builder.Services.AddSingleton<JobSubmitter>();
         builder.Services.AddHostedService<PublishSweeper>();
         builder.Services.AddHostedService<JobReaper>();
 
@@ -139,6 +140,7 @@ public static class ProducerExtensions
         app.MapFilesApi();
         app.MapBatchesApi();
         app.MapWebhooksApi();
+        app.MapOpenAiApi();
         return app;
     }
 }

@@ -66,6 +66,18 @@ public sealed class ProducerOptions
     [Range(0, 600)]
     public int MaxWaitSeconds { get; set; } = 60;
 
+    /// <summary>
+    /// <c>/v1/chat/completions</c> and <c>/v1/completions</c>: how long a request waits for a worker to start its job
+    /// (workers may be at zero and starting); after that the job is cancelled and the answer is 503 with Retry-After.
+    /// </summary>
+    public TimeSpan SyncStartTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>The longest a synchronous completion waits in all; then its job is cancelled and the answer is 504.</summary>
+    public TimeSpan SyncTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>The model name <c>GET /v1/models</c> lists (any <c>model</c> a client sends runs on the workers' model).</summary>
+    public string ModelName { get; set; } = "llmserving";
+
     /// <summary>Queue of batch lines (a separate queue, so batch lines never sit in front of interactive jobs).</summary>
     [Required]
     public string BatchJobQueue { get; set; } = QueueNames.BatchJobs;

@@ -49,14 +49,27 @@ public static class BatchShapes
     public static void WriteOutputLine(Utf8JsonWriter w, BatchResultRow row, string endpoint)
     {
         var chat = endpoint == BatchLineParser.ChatEndpoint;
-        var created = (row.FinishedAt ?? DateTimeOffset.UtcNow).ToUnixTimeSeconds();
         w.WriteStartObject();
         w.WriteString("id", $"batch_req_{row.JobId:N}");
         w.WriteString("custom_id", row.CustomId);
         w.WriteStartObject("response");
         w.WriteNumber("status_code", 200);
         w.WriteString("request_id", row.JobId.ToString());
-        w.WriteStartObject("body");
+        w.WritePropertyName("body");
+        WriteCompletion(w, row, chat);
+        w.WriteEndObject();
+        w.WriteNull("error");
+        w.WriteEndObject();
+    }
+
+    /// <summary>
+    /// OpenAI's <c>chat.completion</c> (or <c>text_completion</c>) object for a succeeded job: the body of a batch output
+    /// line and the answer of <c>/v1/chat/completions</c> and <c>/v1/completions</c>.
+    /// </summary>
+    public static void WriteCompletion(Utf8JsonWriter w, BatchResultRow row, bool chat)
+    {
+        var created = (row.FinishedAt ?? DateTimeOffset.UtcNow).ToUnixTimeSeconds();
+        w.WriteStartObject();
         w.WriteString("id", (chat ? "chatcmpl-" : "cmpl-") + row.JobId.ToString("N"));
         w.WriteString("object", chat ? "chat.completion" : "text_completion");
         w.WriteNumber("created", created);
@@ -86,9 +99,6 @@ public static class BatchShapes
         w.WriteNumber("cached_tokens", row.CachedTokens ?? 0);
         w.WriteEndObject();
         w.WriteEndObject();
-        w.WriteEndObject();
-        w.WriteEndObject();
-        w.WriteNull("error");
         w.WriteEndObject();
     }
 

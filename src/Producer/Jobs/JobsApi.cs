@@ -84,12 +84,9 @@ public static class JobsApi
 
     private static async Task<IResult> CreateJob(
         HttpRequest http,
-        JobStore store,
-        JobPublisher publisher,
+        JobSubmitter submitter,
         IOptions<ProducerOptions> options,
         IOptions<JsonOptions> json,
-        Webhooks.WebhookTargetPolicy webhookPolicy,
-        ResultStore.Webhooks.WebhookStore webhooks,
         CancellationToken ct)
     {
         var o = options.Value;
@@ -126,84 +123,18 @@ public static class JobsApi
             return Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON", "The body must be a JSON object, not null.");
         }
 
-        var (parameters, messages, errors) = JobRequestValidator.Validate(request, o);
-        if (parameters is not null && request.WebhookUrl is { } webhookUrl
-            && await Webhooks.WebhooksApi.CheckTargetAsync(webhookUrl, http.HttpContext.Tenant(), webhookPolicy, webhooks, ct) is { } webhookProblem)
+        var (stored, created, problem) = await submitter.SubmitAsync(http.HttpContext, request, ct);
+        if (problem is not null)
         {
-            (parameters, errors) = (null, new Dictionary<string, string[]> { ["webhook_url"] = [webhookProblem] });
+            return problem;
         }
 
-        if (parameters is null)
-        {
-            return TypedResults.Problem(new HttpValidationProblemDetails(errors)
-            {
-                Status = StatusCodes.Status422UnprocessableEntity,
-                Title = "The job request is invalid",
-                Type = "https://tools.ietf.org/html/rfc4918#section-11.2",
-            });
-        }
-
-        var idempotencyKey = http.Headers["Idempotency-Key"].ToString();
-        if (idempotencyKey.Length > 255)
-        {
-            return Problems.Of(StatusCodes.Status400BadRequest, "Idempotency-Key too long", "The Idempotency-Key header has at most 255 characters.");
-        }
-
-        var id = Guid.CreateVersion7();
-        DateTimeOffset? deadline = request.QueueTimeoutSeconds is { } seconds ? DateTimeOffset.UtcNow.AddSeconds(seconds) : null;
-        var message = new GenerateCompletion
-        {
-            Deadline = deadline,
-            JobId = id,
-            TenantId = http.HttpContext.Tenant(),
-            Prompt = request.Prompt,
-            Messages = messages,
-            Parameters = parameters,
-        };
-        var job = new Job
-        {
-            Id = id,
-            TenantId = http.HttpContext.Tenant(),
-            IdempotencyKey = idempotencyKey.Length > 0 ? idempotencyKey : null,
-            // Of the parsed request, not the raw bytes: the same request with other whitespace or key order is the same.
-            RequestHash = Convert.ToHexString(SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(request, JobPublisher.MessageJson))),
-            Deadline = deadline,
-            Request = JsonSerializer.Serialize(message, JobPublisher.MessageJson),
-            Queue = o.JobQueue,
-            WebhookUrl = request.WebhookUrl,
-        };
-
-        // With a cap, the count and the insert are one locked transaction (and a replay is answered before the cap).
-        var (capped, created) = o.MaxQueuedJobsPerTenant > 0
-            ? await store.CreateCappedAsync(job, o.MaxQueuedJobsPerTenant, ct)
-            : await store.CreateAsync(job, ct);
-        if (capped is not { } stored)
-        {
-            http.HttpContext.Response.Headers.RetryAfter = "5";
-            return Problems.Of(StatusCodes.Status429TooManyRequests, "Too many queued jobs",
-                $"This tenant already has {o.MaxQueuedJobsPerTenant} jobs waiting; retry when some have started.");
-        }
-
-        if (!created && stored.RequestHash != job.RequestHash)
-        {
-            return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Idempotency-Key reused",
-                $"The Idempotency-Key '{idempotencyKey}' was already used for job {stored.Id} with a different request body.");
-        }
-
-        if (created)
-        {
-            // The job is durable now; if the broker is unreachable the sweep publishes it later.
-            if (await publisher.TryPublishAsync(stored, ct))
-            {
-                stored.QueuedAt = DateTimeOffset.UtcNow;
-            }
-        }
-        else
+        if (!created)
         {
             http.HttpContext.Response.Headers["Idempotent-Replayed"] = "true";
         }
 
-        return TypedResults.Accepted($"/v1/jobs/{stored.Id}", ToResponse(stored));
+        return TypedResults.Accepted($"/v1/jobs/{stored!.Id}", ToResponse(stored));
     }
 
     private static async Task<Results<Ok<JobResponse>, ProblemHttpResult>> GetJob(

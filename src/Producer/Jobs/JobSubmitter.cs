@@ -1,0 +1,100 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using LlmServing.Contracts;
+using LlmServing.Producer.Files;
+using LlmServing.Producer.Tenants;
+using LlmServing.Producer.Webhooks;
+using LlmServing.ResultStore.Jobs;
+using LlmServing.ResultStore.Webhooks;
+using Microsoft.Extensions.Options;
+
+namespace LlmServing.Producer.Jobs;
+
+/// <summary>
+/// Accepting one job, whatever the route (<c>/v1/jobs</c>, <c>/v1/chat/completions</c>, <c>/v1/completions</c>):
+/// validation, webhook target, idempotency key, the per-tenant cap, the durable row, then the publish.
+/// </summary>
+public sealed class JobSubmitter(
+    JobStore store, JobPublisher publisher, IOptions<ProducerOptions> options, WebhookTargetPolicy webhookPolicy, WebhookStore webhooks)
+{
+    /// <summary>The stored job and whether this call created it (false: an idempotent replay); or the problem to answer.</summary>
+    public async Task<(Job? Job, bool Created, IResult? Problem)> SubmitAsync(HttpContext http, CreateJobRequest request, CancellationToken ct)
+    {
+        var o = options.Value;
+        var (parameters, messages, errors) = JobRequestValidator.Validate(request, o);
+        if (parameters is not null && request.WebhookUrl is { } webhookUrl
+            && await Webhooks.WebhooksApi.CheckTargetAsync(webhookUrl, http.Tenant(), webhookPolicy, webhooks, ct) is { } webhookProblem)
+        {
+            (parameters, errors) = (null, new Dictionary<string, string[]> { ["webhook_url"] = [webhookProblem] });
+        }
+
+        if (parameters is null)
+        {
+            return (null, false, TypedResults.Problem(new HttpValidationProblemDetails(errors)
+            {
+                Status = StatusCodes.Status422UnprocessableEntity,
+                Title = "The job request is invalid",
+                Type = "https://tools.ietf.org/html/rfc4918#section-11.2",
+            }));
+        }
+
+        var idempotencyKey = http.Request.Headers["Idempotency-Key"].ToString();
+        if (idempotencyKey.Length > 255)
+        {
+            return (null, false, Problems.Of(StatusCodes.Status400BadRequest, "Idempotency-Key too long", "The Idempotency-Key header has at most 255 characters."));
+        }
+
+        var id = Guid.CreateVersion7();
+        DateTimeOffset? deadline = request.QueueTimeoutSeconds is { } seconds ? DateTimeOffset.UtcNow.AddSeconds(seconds) : null;
+        var message = new GenerateCompletion
+        {
+            Deadline = deadline,
+            JobId = id,
+            TenantId = http.Tenant(),
+            Prompt = request.Prompt,
+            Messages = messages,
+            Parameters = parameters,
+        };
+        var job = new Job
+        {
+            Id = id,
+            TenantId = http.Tenant(),
+            IdempotencyKey = idempotencyKey.Length > 0 ? idempotencyKey : null,
+            // Of the parsed request, not the raw bytes: the same request with other whitespace or key order is the same.
+            RequestHash = Convert.ToHexString(SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(request, JobPublisher.MessageJson))),
+            Deadline = deadline,
+            Request = JsonSerializer.Serialize(message, JobPublisher.MessageJson),
+            Queue = o.JobQueue,
+            WebhookUrl = request.WebhookUrl,
+        };
+
+        // With a cap, the count and the insert are one locked transaction (and a replay is answered before the cap).
+        var (capped, created) = o.MaxQueuedJobsPerTenant > 0
+            ? await store.CreateCappedAsync(job, o.MaxQueuedJobsPerTenant, ct)
+            : await store.CreateAsync(job, ct);
+        if (capped is not { } stored)
+        {
+            http.Response.Headers.RetryAfter = "5";
+            return (null, false, Problems.Of(StatusCodes.Status429TooManyRequests, "Too many queued jobs",
+                $"This tenant already has {o.MaxQueuedJobsPerTenant} jobs waiting; retry when some have started."));
+        }
+
+        if (!created && stored.RequestHash != job.RequestHash)
+        {
+            return (null, false, Problems.Of(StatusCodes.Status422UnprocessableEntity, "Idempotency-Key reused",
+                $"The Idempotency-Key '{idempotencyKey}' was already used for job {stored.Id} with a different request body."));
+        }
+
+        if (created)
+        {
+            // The job is durable now; if the broker is unreachable the sweep publishes it later.
+            if (await publisher.TryPublishAsync(stored, ct))
+            {
+                stored.QueuedAt = DateTimeOffset.UtcNow;
+            }
+        }
+
+        return (stored, created, null);
+    }
+
+}
