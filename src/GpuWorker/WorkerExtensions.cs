@@ -35,6 +35,9 @@ public static class WorkerExtensions
             inferenceOptions.ValidateDataAnnotations().ValidateOnStart();
             builder.Services.AddSingleton<LlamaModel>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<LlamaModel>());
+            builder.Services.AddSingleton<ProgressWriter>();
+            builder.Services.AddSingleton<IProgressSink>(sp => sp.GetRequiredService<ProgressWriter>());
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<ProgressWriter>());
             builder.Services.AddSingleton<BatchScheduler>();
             builder.Services.AddSingleton<IGenerator>(sp => sp.GetRequiredService<BatchScheduler>());
             builder.Services.AddSingleton<ISchedulerState>(sp => sp.GetRequiredService<BatchScheduler>());

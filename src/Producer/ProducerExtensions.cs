@@ -1,3 +1,4 @@
+using LlmServing.Producer.Streaming;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using LlmServing.Producer.Webhooks;
 using System.Text.Json;
@@ -87,6 +88,9 @@ public static class ProducerExtensions
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobQueueDeclarer>());
         builder.Services.AddSingleton<JobPublisher>();
         builder.Services.AddSingleton<JobSubmitter>();
+        builder.Services.AddSingleton<Streaming.JobChangeListener>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Streaming.JobChangeListener>());
+        builder.Services.AddSingleton<Streaming.JobFollower>();
         builder.Services.AddHostedService<PublishSweeper>();
         builder.Services.AddHostedService<JobReaper>();
 
@@ -141,6 +145,7 @@ public static class ProducerExtensions
         app.MapBatchesApi();
         app.MapWebhooksApi();
         app.MapOpenAiApi();
+        app.MapJobStreamApi();
         return app;
     }
 }

@@ -84,13 +84,118 @@ public sealed class OpenAiEndpointTests
     }
 
     [Test]
-    public async Task ShouldRefuseNamingTheField_WhenStreamingIsAsked()
+    public async Task ShouldStreamTheSameTextAsWithoutStreaming_WhenTheOfficialClientStreams()
     {
-        using var response = await _producer.Client.PostAsJsonAsync("/v1/chat/completions",
-            new { messages = new[] { new { role = "user", content = "hi" } }, stream = true });
+        var openai = new OpenAIClient(new ApiKeyCredential("not-needed"), new OpenAIClientOptions { Endpoint = new Uri(_producer.Client.BaseAddress!, "/v1") });
+        var chat = openai.GetChatClient("stories260K");
+        var options = new ChatCompletionOptions { MaxOutputTokenCount = 40, Temperature = 0 };
+        ChatCompletion whole = await chat.CompleteChatAsync([new UserChatMessage("Lily went to the park.")], options);
 
-        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.UnprocessableEntity));
-        Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("stream"));
+        var text = new System.Text.StringBuilder();
+        ChatFinishReason? finish = null;
+        await foreach (var update in chat.CompleteChatStreamingAsync([new UserChatMessage("Lily went to the park.")], options))
+        {
+            foreach (var part in update.ContentUpdate)
+            {
+                text.Append(part.Text);
+            }
+
+            finish ??= update.FinishReason;
+        }
+
+        Assert.That(text.ToString(), Is.EqualTo(whole.Content[0].Text));
+        Assert.That(finish, Is.EqualTo(whole.FinishReason));
+    }
+
+    [Test]
+    public async Task ShouldStreamCompletionChunksEndingInDone_WhenStreamIsTrueOverPlainHttp()
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = JsonContent.Create(new
+            {
+                prompt = "Once upon a time", max_tokens = 300, temperature = 0, ignore_eos = true, stream = true,
+                stream_options = new { include_usage = true },
+            }),
+        };
+        using var response = await _producer.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var events = new List<string>();
+        await foreach (var e in SseReader.EventsAsync(response))
+        {
+            events.Add(e.Data);
+        }
+
+        var chunks = events.Where(d => d != "[DONE]").Select(d => JsonNode.Parse(d)!).ToList();
+        var text = string.Concat(chunks.Where(c => c["choices"]!.AsArray().Count > 0).Select(c => c["choices"]![0]!["text"]!.GetValue<string>()));
+
+        Assert.That(response.Content.Headers.ContentType!.MediaType, Is.EqualTo("text/event-stream"));
+        Assert.That(events[^1], Is.EqualTo("[DONE]"));
+        Assert.That(chunks.Count(c => c["choices"]!.AsArray().Count > 0 && c["choices"]![0]!["text"]!.GetValue<string>().Length > 0), Is.GreaterThan(1),
+            "the text arrives in pieces while it is generated");
+        Assert.That(text, Does.StartWith(", there was a little girl named Lily."));
+        Assert.That(chunks[^1]["usage"]!["completion_tokens"]!.GetValue<int>(), Is.EqualTo(300));
+    }
+
+    [Test]
+    public async Task ShouldStreamAJobsTextThenTheJob_WhenFollowingItsStream()
+    {
+        var accepted = await _producer.Client.SubmitAsync(new { prompt = "Once upon a time", max_tokens = 300, temperature = 0, ignore_eos = true });
+        using var response = await _producer.Client.GetAsync($"/v1/jobs/{accepted.Id}/stream", HttpCompletionOption.ResponseHeadersRead);
+        var deltas = new List<SseReader.Event>();
+        SseReader.Event? done = null;
+        await foreach (var e in SseReader.EventsAsync(response))
+        {
+            if (e.Name == "delta")
+            {
+                deltas.Add(e);
+            }
+            else if (e.Name == "done")
+            {
+                done = e;
+            }
+        }
+
+        var job = JsonNode.Parse(done!.Data)!;
+        var text = string.Concat(deltas.Select(d => JsonNode.Parse(d.Data)!["text"]!.GetValue<string>()));
+
+        Assert.That(deltas, Has.Count.GreaterThan(1), "token text arrives while the job runs");
+        Assert.That(job["status"]!.GetValue<string>(), Is.EqualTo(JobStatuses.Succeeded));
+        Assert.That(text, Is.EqualTo(job["output_text"]!.GetValue<string>()));
+        Assert.That(deltas.Select(d => int.Parse(d.Id!)), Is.Ordered.Ascending);
+        Assert.That(int.Parse(deltas[^1].Id!), Is.EqualTo(text.Length));
+    }
+
+    [Test]
+    public async Task ShouldSendOnlyTheRest_WhenAClientReconnectsWithLastEventId()
+    {
+        var accepted = await _producer.Client.SubmitAsync(new { prompt = "Once upon a time", max_tokens = 300, temperature = 0, ignore_eos = true });
+        SseReader.Event first;
+        using (var response = await _producer.Client.GetAsync($"/v1/jobs/{accepted.Id}/stream", HttpCompletionOption.ResponseHeadersRead))
+        {
+            await using var events = SseReader.EventsAsync(response).GetAsyncEnumerator();
+            Assert.That(await events.MoveNextAsync(), Is.True);
+            first = events.Current; // then the connection drops
+        }
+
+        using var again = new HttpRequestMessage(HttpMethod.Get, $"/v1/jobs/{accepted.Id}/stream");
+        again.Headers.Add("Last-Event-ID", first.Id);
+        using var resumed = await _producer.Client.SendAsync(again, HttpCompletionOption.ResponseHeadersRead);
+        var rest = new System.Text.StringBuilder();
+        string? output = null;
+        await foreach (var e in SseReader.EventsAsync(resumed))
+        {
+            if (e.Name == "delta")
+            {
+                rest.Append(JsonNode.Parse(e.Data)!["text"]!.GetValue<string>());
+            }
+            else if (e.Name == "done")
+            {
+                output = JsonNode.Parse(e.Data)!["output_text"]!.GetValue<string>();
+            }
+        }
+
+        Assert.That(first.Name, Is.EqualTo("delta"));
+        Assert.That(JsonNode.Parse(first.Data)!["text"]!.GetValue<string>() + rest, Is.EqualTo(output), "nothing missed, nothing repeated");
     }
 
     [Test]

@@ -107,6 +107,26 @@ internal sealed class ActiveSequence : IDisposable
 
     public string Text => _text.ToString();
 
+    /// <summary>Tokens generated when its progress was last reported.</summary>
+    public int ReportedTokens { get; set; }
+
+    /// <summary>
+    /// The text a stream may show now: all of it but the tail that could still become the start of a stop string
+    /// (the final text is cut where a stop string begins), and never half a surrogate pair.
+    /// </summary>
+    public string StreamableText()
+    {
+        var stops = Pending.Request.Parameters.Stop;
+        var hold = stops.Count > 0 ? stops.Max(s => s.Length) - 1 : 0;
+        var length = Math.Max(0, _text.Length - hold);
+        if (length > 0 && char.IsHighSurrogate(_text[length - 1]))
+        {
+            length--;
+        }
+
+        return _text.ToString(0, length);
+    }
+
     /// <summary>Starts a sequence for a request whose tokens are rendered: its prompt joins the next decode step.</summary>
     /// <param name="executor">The executor.</param>
     /// <param name="pending">The request, its tokens rendered.</param>

@@ -16,11 +16,14 @@ public sealed class BatchScheduler(
     LlamaModel model,
     IOptions<InferenceOptions> options,
     IEnumerable<IDecodeResultFilter> decodeFilters,
+    IEnumerable<IProgressSink> progressSinks,
     ILogger<BatchScheduler> logger) : BackgroundService, IGenerator, ISchedulerState
 {
     private readonly AdmissionQueue _queue = new();
     private readonly InferenceOptions _options = options.Value;
     private readonly IDecodeResultFilter[] _decodeFilters = [.. decodeFilters];
+    private readonly IProgressSink[] _progressSinks = [.. progressSinks];
+    private long _lastProgress;
     private IReadOnlyCollection<int>? _grammarBans;
     private PrefixCache? _cache;
 
@@ -67,6 +70,7 @@ public sealed class BatchScheduler(
 
                 Counters.Step(active.Count);
                 Sample(executor.Model.Vocab, active);
+                ReportProgress(active);
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -268,6 +272,38 @@ public sealed class BatchScheduler(
             else
             {
                 s.Conversation.Prompt(token);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Every <see cref="InferenceOptions.ProgressInterval"/>, the streamable text of each running interactive job that
+    /// grew since its last report goes to the progress sinks (first choice only; batch lines never).
+    /// </summary>
+    private void ReportProgress(List<ActiveSequence> active)
+    {
+        if (_progressSinks.Length == 0 || _options.ProgressInterval <= TimeSpan.Zero
+            || System.Diagnostics.Stopwatch.GetElapsedTime(_lastProgress) < _options.ProgressInterval)
+        {
+            return;
+        }
+
+        _lastProgress = System.Diagnostics.Stopwatch.GetTimestamp();
+        List<JobProgress>? progress = null;
+        foreach (var s in active)
+        {
+            if (!s.Pending.Request.IsBatch && s.ChoiceIndex == 0 && s.Generated > s.ReportedTokens)
+            {
+                s.ReportedTokens = s.Generated;
+                (progress ??= []).Add(new JobProgress(s.Pending.Request.JobId, s.StreamableText(), s.Generated));
+            }
+        }
+
+        if (progress is not null)
+        {
+            foreach (var sink in _progressSinks)
+            {
+                sink.Report(progress);
             }
         }
     }

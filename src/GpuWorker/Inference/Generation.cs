@@ -154,3 +154,12 @@ public sealed class SchedulerCounters
 
     internal void Idle() => Volatile.Write(ref _activeSequences, 0);
 }
+
+/// <summary>The text of a running interactive job so far, as a stream may show it (never a prefix of a stop string).</summary>
+public sealed record JobProgress(Guid JobId, string Text, int Tokens);
+
+/// <summary>Receives the progress of running interactive jobs from the scheduler loop; must not block it.</summary>
+public interface IProgressSink
+{
+    void Report(IReadOnlyList<JobProgress> progress);
+}

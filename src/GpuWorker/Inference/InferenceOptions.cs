@@ -52,6 +52,12 @@ public sealed class InferenceOptions : IValidatableObject
     public int MaxDecodeRetries { get; set; } = 2;
 
     /// <summary>
+    /// How often the text of running interactive jobs is reported for streaming (written to the job row, which wakes
+    /// the Producer's streams); zero turns it off (streams then get the whole text at the end). Batch lines never are.
+    /// </summary>
+    public TimeSpan ProgressInterval { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
     /// <c>Continuous</c> (default): a request joins as soon as a slot and KV cells are free. <c>Static</c>: a batch
     /// is filled, run until its last sequence ends, then the next one starts; kept to measure the difference.
     /// </summary>

@@ -23,13 +23,16 @@ public static class OpenAiApi
     public static IEndpointRouteBuilder MapOpenAiApi(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1").WithTags("OpenAI-compatible");
-        group.MapPost("/chat/completions", (HttpContext http, JobSubmitter submitter, JobStore store, IOptions<ProducerOptions> options,
-                    IOptions<JsonOptions> json, ILoggerFactory logs) => CompleteAsync(http, chat: true, submitter, store, options.Value, json.Value, logs))
+        group.MapPost("/chat/completions", (HttpContext http, JobSubmitter submitter, JobStore store, Streaming.JobFollower follower,
+                    IOptions<ProducerOptions> options, IOptions<JsonOptions> json, ILoggerFactory logs) =>
+                CompleteAsync(http, chat: true, submitter, store, follower, options.Value, json.Value, logs))
             .RequireRateLimiting(JobsApi.SubmitPolicy)
             .WithSummary("Create a chat completion (OpenAI's shape; waits for the result)")
-            .WithDescription("The request and response of OpenAI's Chat Completions API. `stream: true` is not supported yet.");
-        group.MapPost("/completions", (HttpContext http, JobSubmitter submitter, JobStore store, IOptions<ProducerOptions> options,
-                    IOptions<JsonOptions> json, ILoggerFactory logs) => CompleteAsync(http, chat: false, submitter, store, options.Value, json.Value, logs))
+            .WithDescription("The request and response of OpenAI's Chat Completions API; `stream: true` answers " +
+                             "`chat.completion.chunk` events ending in `[DONE]` (`stream_options.include_usage` adds the usage chunk).");
+        group.MapPost("/completions", (HttpContext http, JobSubmitter submitter, JobStore store, Streaming.JobFollower follower,
+                    IOptions<ProducerOptions> options, IOptions<JsonOptions> json, ILoggerFactory logs) =>
+                CompleteAsync(http, chat: false, submitter, store, follower, options.Value, json.Value, logs))
             .RequireRateLimiting(JobsApi.SubmitPolicy)
             .WithSummary("Create a completion (OpenAI's legacy shape; waits for the result)");
         group.MapGet("/models", (IOptions<ProducerOptions> options) => TypedResults.Ok(new JsonObject
@@ -44,7 +47,8 @@ public static class OpenAiApi
     }
 
     private static async Task<IResult> CompleteAsync(
-        HttpContext http, bool chat, JobSubmitter submitter, JobStore store, ProducerOptions o, JsonOptions json, ILoggerFactory logs)
+        HttpContext http, bool chat, JobSubmitter submitter, JobStore store, Streaming.JobFollower follower, ProducerOptions o, JsonOptions json,
+        ILoggerFactory logs)
     {
         var ct = http.RequestAborted;
         if (!http.Request.HasJsonContentType())
@@ -85,6 +89,12 @@ public static class OpenAiApi
                 "'queue_timeout_seconds' and 'webhook_url' are for queued jobs (POST /v1/jobs); this endpoint waits for its result.");
         }
 
+        var (stream, includeUsage, streamProblem) = StreamFields(request);
+        if (streamProblem is not null)
+        {
+            return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid request", streamProblem);
+        }
+
         var model = request.OtherFields?.TryGetValue("model", out var m) == true && m.ValueKind == JsonValueKind.String ? m.GetString() : null;
         var (job, _, problem) = await submitter.SubmitAsync(http, request, ct);
         if (problem is not null)
@@ -92,40 +102,61 @@ public static class OpenAiApi
             return problem;
         }
 
-        var started = DateTimeOffset.UtcNow;
+        var tenant = http.Tenant();
         var final = false;
         try
         {
-            while (true)
+            // Workers may be at zero: wait for one to start the job, up to the start timeout.
+            job = await follower.WaitStartedAsync(job!.Id, tenant, o.SyncStartTimeout, ct);
+            if (job is { Status: JobStatuses.Queued })
             {
-                // PostgreSQL over a fresh token: a disconnect must still let the cancel below run.
-                job = await store.FindAsync(job!.Id, http.Tenant(), CancellationToken.None);
-                if (job is null)
-                {
-                    return Problems.Of(StatusCodes.Status500InternalServerError, "Job lost", "The job row disappeared.");
-                }
-
-                if (JobStatuses.IsFinal(job.Status))
-                {
-                    final = true;
-                    return Answer(job, chat, model);
-                }
-
-                var waited = DateTimeOffset.UtcNow - started;
-                if ((job.Status == JobStatuses.Queued && waited > o.SyncStartTimeout) || waited > o.SyncTimeout)
-                {
-                    var noWorker = job.Status == JobStatuses.Queued;
-                    final = await store.CancelAsync(job.Id, http.Tenant(), CancellationToken.None) is not null;
-                    http.Response.Headers.RetryAfter = "10";
-                    return noWorker
-                        ? Problems.Of(StatusCodes.Status503ServiceUnavailable, "No worker available",
-                            $"No worker started the job within {o.SyncStartTimeout.TotalSeconds:0} s (workers may be starting from zero); it was cancelled. Retry, or queue it with POST /v1/jobs.")
-                        : Problems.Of(StatusCodes.Status504GatewayTimeout, "Generation took too long",
-                            $"The job did not finish within {o.SyncTimeout.TotalSeconds:0} s; it was cancelled.");
-                }
-
-                await Task.Delay(TimeSpan.FromMilliseconds(50), ct);
+                final = await store.CancelAsync(job.Id, tenant, CancellationToken.None) is not null;
+                http.Response.Headers.RetryAfter = "10";
+                return Problems.Of(StatusCodes.Status503ServiceUnavailable, "No worker available",
+                    $"No worker started the job within {o.SyncStartTimeout.TotalSeconds:0} s (workers may be starting from zero); it was cancelled. Retry, or queue it with POST /v1/jobs.");
             }
+
+            var id = job!.Id;
+            using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            limit.CancelAfter(o.SyncTimeout);
+            var chunks = stream ? new ChunkWriter(http, chat, id, model, includeUsage) : null;
+            try
+            {
+                await foreach (var update in follower.FollowAsync(id, tenant, 0, TimeSpan.FromSeconds(15), limit.Token))
+                {
+                    job = update.Job;
+                    if (chunks is not null && update.Delta is not null)
+                    {
+                        await chunks.DeltaAsync(update.Delta, ct);
+                    }
+
+                    if (update.IsFinal && update.Delta is null)
+                    {
+                        final = true;
+                        if (chunks is null)
+                        {
+                            return Answer(update.Job, chat, model);
+                        }
+
+                        await chunks.EndAsync(update.Job, ct);
+                        return Results.Empty;
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (limit.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                final = await store.CancelAsync(id, tenant, CancellationToken.None) is not null;
+                if (chunks is { Started: true })
+                {
+                    await chunks.ErrorAsync($"The job did not finish within {o.SyncTimeout.TotalSeconds:0} s; it was cancelled.", ct);
+                    return Results.Empty;
+                }
+
+                return Problems.Of(StatusCodes.Status504GatewayTimeout, "Generation took too long",
+                    $"The job did not finish within {o.SyncTimeout.TotalSeconds:0} s; it was cancelled.");
+            }
+
+            return Problems.Of(StatusCodes.Status500InternalServerError, "Job lost", "The job row disappeared.");
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -135,10 +166,59 @@ public static class OpenAiApi
         {
             if (!final && ct.IsCancellationRequested && job is not null)
             {
-                await store.CancelAsync(job.Id, http.Tenant(), CancellationToken.None);
+                await store.CancelAsync(job.Id, tenant, CancellationToken.None);
                 logs.CreateLogger(typeof(OpenAiApi)).LogInformation("Client disconnected: job {JobId} cancelled", job.Id);
             }
         }
+    }
+
+    /// <summary>Takes OpenAI's <c>stream</c> and <c>stream_options</c> out of the request (the job validator refuses them).</summary>
+    private static (bool Stream, bool IncludeUsage, string? Problem) StreamFields(CreateJobRequest request)
+    {
+        var stream = false;
+        var includeUsage = false;
+        if (request.OtherFields is { } other)
+        {
+            if (other.Remove("stream", out var s))
+            {
+                if (s.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
+                {
+                    return (false, false, "'stream' is true or false.");
+                }
+
+                stream = s.ValueKind == JsonValueKind.True;
+            }
+
+            if (other.Remove("stream_options", out var so) && so.ValueKind != JsonValueKind.Null)
+            {
+                if (!stream || so.ValueKind != JsonValueKind.Object)
+                {
+                    return (false, false, "'stream_options' is an object, and only with 'stream': true.");
+                }
+
+                foreach (var p in so.EnumerateObject())
+                {
+                    if (p.Name != "include_usage" || p.Value.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+                    {
+                        return (false, false, $"'stream_options.{p.Name}' is not supported; only 'include_usage' (true or false).");
+                    }
+
+                    includeUsage = p.Value.ValueKind == JsonValueKind.True;
+                }
+            }
+        }
+
+        if (stream && request.N is > 1)
+        {
+            return (false, false, "'n' above 1 cannot be streamed here; ask without 'stream' for several choices.");
+        }
+
+        if (stream && request.Logprobs is { ValueKind: JsonValueKind.True })
+        {
+            return (false, false, "'logprobs' cannot be streamed here; ask without 'stream' for log-probabilities.");
+        }
+
+        return (stream, includeUsage, null);
     }
 
     private static IResult Answer(Job job, bool chat, string? model)
@@ -159,5 +239,85 @@ public static class OpenAiApi
         }
 
         return Results.Bytes(buffer.WrittenMemory.ToArray(), "application/json");
+    }
+
+    /// <summary>OpenAI's streamed shapes: <c>chat.completion.chunk</c> or <c>text_completion</c> events, then <c>[DONE]</c>.</summary>
+    private sealed class ChunkWriter(HttpContext http, bool chat, Guid jobId, string? model, bool includeUsage)
+    {
+        private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+        public bool Started { get; private set; }
+
+        private JsonObject Chunk(JsonNode? delta, string? finishReason) => new()
+        {
+            ["id"] = (chat ? "chatcmpl-" : "cmpl-") + jobId.ToString("N"),
+            ["object"] = chat ? "chat.completion.chunk" : "text_completion",
+            ["created"] = _created,
+            ["model"] = model ?? "llmserving",
+            ["choices"] = new JsonArray(chat
+                ? new JsonObject { ["index"] = 0, ["delta"] = delta ?? new JsonObject(), ["logprobs"] = null, ["finish_reason"] = finishReason }
+                : new JsonObject { ["index"] = 0, ["text"] = delta?.GetValue<string>() ?? "", ["logprobs"] = null, ["finish_reason"] = finishReason }),
+        };
+
+        private async Task StartAsync(CancellationToken ct)
+        {
+            if (Started)
+            {
+                return;
+            }
+
+            Started = true;
+            await Streaming.JobStreamApi.StartAsync(http);
+            if (chat)
+            {
+                await SendAsync(Chunk(new JsonObject { ["role"] = "assistant", ["content"] = "" }, null), ct);
+            }
+        }
+
+        private Task SendAsync(JsonObject chunk, CancellationToken ct) => Streaming.JobStreamApi.WriteAsync(http, null, chunk.ToJsonString(), null, ct);
+
+        public async Task DeltaAsync(string? text, CancellationToken ct)
+        {
+            await StartAsync(ct);
+            if (text is { Length: > 0 })
+            {
+                await SendAsync(Chunk(chat ? new JsonObject { ["content"] = text } : JsonValue.Create(text), null), ct);
+            }
+        }
+
+        public async Task EndAsync(Job job, CancellationToken ct)
+        {
+            await StartAsync(ct);
+            if (job.Status != JobStatuses.Succeeded)
+            {
+                await ErrorAsync(job.Error ?? $"The job ended {job.Status}.", ct);
+                return;
+            }
+
+            var reason = job.FinishReason is "stop" or "length" ? job.FinishReason : "length";
+            await SendAsync(Chunk(null, reason), ct);
+            if (includeUsage)
+            {
+                var usage = new JsonObject
+                {
+                    ["prompt_tokens"] = job.PromptTokens ?? 0, ["completion_tokens"] = job.CompletionTokens ?? 0,
+                    ["total_tokens"] = (job.PromptTokens ?? 0) + (job.CompletionTokens ?? 0),
+                    ["prompt_tokens_details"] = new JsonObject { ["cached_tokens"] = job.CachedTokens ?? 0 },
+                };
+                var last = Chunk(null, null);
+                last["choices"] = new JsonArray();
+                last["usage"] = usage;
+                await SendAsync(last, ct);
+            }
+
+            await Streaming.JobStreamApi.WriteAsync(http, null, "[DONE]", null, ct);
+        }
+
+        public async Task ErrorAsync(string message, CancellationToken ct)
+        {
+            await StartAsync(ct);
+            await SendAsync(new JsonObject { ["error"] = new JsonObject { ["message"] = message, ["type"] = "server_error" } }, ct);
+            await Streaming.JobStreamApi.WriteAsync(http, null, "[DONE]", null, ct);
+        }
     }
 }

@@ -91,6 +91,12 @@ public sealed class Job
 
     /// <summary>Where to deliver this job's final state as a signed webhook; null: the tenant's default, if any.</summary>
     public string? WebhookUrl { get; set; }
+
+    /// <summary>While running (interactive jobs): the text so far that a stream may show, written by the worker every ~100 ms.</summary>
+    public string? PartialText { get; set; }
+
+    /// <summary>Tokens generated when <see cref="PartialText"/> was written.</summary>
+    public int? PartialTokens { get; set; }
 }
 
 /// <summary>Tenants until API keys exist: every job belongs to the default tenant.</summary>

@@ -269,6 +269,20 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
             .Select(j => j.Id).ToListAsync(ct);
     }
 
+    /// <summary>
+    /// Records the text of running jobs so far (for streams), all in one statement; rows no longer running are left
+    /// alone. The <c>jobs_notify_progress</c> trigger wakes the Producer's listeners.
+    /// </summary>
+    public async Task WriteProgressAsync(Guid[] ids, string[] texts, int[] tokens, CancellationToken ct)
+    {
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        await db.Database.ExecuteSqlAsync($"""
+            UPDATE jobs SET partial_text = d.text, partial_tokens = d.tokens
+            FROM unnest({ids}::uuid[], {texts}::text[], {tokens}::int[]) AS d(id, text, tokens)
+            WHERE jobs.id = d.id AND jobs.status = 'running'
+            """, ct);
+    }
+
     /// <summary>Marks queued jobs whose deadline has passed as <c>expired</c>. Returns how many.</summary>
     public async Task<int> ExpireOverdueAsync(CancellationToken ct)
     {
@@ -303,6 +317,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
                 .SetProperty(j => j.Logprobs, result.LogprobsJson)
                 .SetProperty(j => j.Choices, result.ChoicesJson)
                 .SetProperty(j => j.FinishedAt, now)
+                .SetProperty(j => j.PartialText, (string?)null)
                 .SetProperty(j => j.Error, (string?)null), ct);
         return updated == 1;
     }
@@ -318,6 +333,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
                 .SetProperty(j => j.Status, JobStatuses.Failed)
                 .SetProperty(j => j.Error, error)
                 .SetProperty(j => j.PromptTokens, promptTokens)
+                .SetProperty(j => j.PartialText, (string?)null)
                 .SetProperty(j => j.FinishedAt, now), ct);
         return updated == 1;
     }

@@ -311,6 +311,14 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("text")
                         .HasColumnName("output_text");
 
+                    b.Property<string>("PartialText")
+                        .HasColumnType("text")
+                        .HasColumnName("partial_text");
+
+                    b.Property<int?>("PartialTokens")
+                        .HasColumnType("integer")
+                        .HasColumnName("partial_tokens");
+
                     b.Property<int?>("PromptTokens")
                         .HasColumnType("integer")
                         .HasColumnName("prompt_tokens");
