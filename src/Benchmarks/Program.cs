@@ -9,7 +9,7 @@ using LlmServing.ModelGen;
 
 // dotnet run -c Release --project src/Benchmarks -- [--quick] [--model PATH] [--out docs/benchmarks.md]
 //   [--slots 1,2,4,8,16,32] [--prompt-tokens 32] [--new-tokens 64] [--plumbing-jobs 3000] [--threads N]
-//   [--skip engine,e2e,mixed,prefix,structured,plumbing,ingestion,coldstart] [--prefix-jobs-off N]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
+//   [--skip engine,e2e,mixed,prefix,structured,plumbing,ingestion,waiters,coldstart] [--prefix-jobs-off N]   (LLMSERVING_BENCH_TRACE=1 prints every end-to-end job's timeline)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 var options = new Dictionary<string, string>();
@@ -169,6 +169,14 @@ if (!skip.Contains("ingestion"))
 }
 
 report.Ingestion = ingestion;
+
+// 5b. Waiting for results: database commits/s with nobody waiting, 20 long-polls, 20 streams (no worker).
+if (!skip.Contains("waiters"))
+{
+    var w = await WaitersBenchmark.RunAsync(services);
+    report.Waiters = w;
+    Console.WriteLine($"waiters: {w.IdleCommitsPerSecond:F0} commits/s idle, {w.LongPollCommitsPerSecond:F0} with {w.Waiters} long-polls, {w.StreamCommitsPerSecond:F0} with {w.Waiters} streams");
+}
 
 // 6. Cold start from zero workers through the local autoscaler, back to zero, and a burst.
 if (!skip.Contains("coldstart"))

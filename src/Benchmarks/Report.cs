@@ -12,6 +12,9 @@ public sealed class Report(string machine, string modelPath, string workload)
 
     public ColdStart? ColdStart { get; set; }
 
+    /// <summary>Database commits/s while results are awaited.</summary>
+    public WaitersResult? Waiters { get; set; }
+
     /// <summary>Jobs/s with and without prefix reuse, the share of prompt tokens cached, and the job counts.</summary>
     public (double On, double Off, double CachedShare, int JobsOn, int JobsOff)? Prefix { get; set; }
 
@@ -123,6 +126,20 @@ public sealed class Report(string machine, string modelPath, string workload)
             md.AppendLine("|---|---:|");
             md.AppendLine($"| free | {F(so.Free)} |");
             md.AppendLine($"| under the schema's grammar | {F(so.Constrained)} |");
+        }
+
+        if (Waiters is { } wt)
+        {
+            md.AppendLine();
+            md.AppendLine("## 5b. Waiting for results").AppendLine();
+            md.AppendLine($"{wt.Waiters} queued jobs, no worker: what waiting on them costs PostgreSQL, in commits/s " +
+                          "(`pg_stat_database.xact_commit`; every query commits), over 5 s each. Long-polls and streams wait on a LISTEN " +
+                          "notification, not on a query loop.").AppendLine();
+            md.AppendLine("| waiting | commits/s |");
+            md.AppendLine("|---|---:|");
+            md.AppendLine($"| nobody | {F(wt.IdleCommitsPerSecond, "F0")} |");
+            md.AppendLine($"| {wt.Waiters} long-polls (`?wait=60`) | {F(wt.LongPollCommitsPerSecond, "F0")} |");
+            md.AppendLine($"| {wt.Waiters} streams (`/stream`) | {F(wt.StreamCommitsPerSecond, "F0")} |");
         }
 
         if (ColdStart is { } c)
