@@ -1,3 +1,4 @@
+using LlmServing.Producer.Usage;
 using LlmServing.Producer.Streaming;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using LlmServing.Producer.Webhooks;
@@ -98,7 +99,12 @@ public static class ProducerExtensions
         builder.Services.AddOptions<Webhooks.WebhookOptions>().BindConfiguration(Webhooks.WebhookOptions.Section);
         builder.Services.TryAddSingleton<Webhooks.IWebhookHostResolver, Webhooks.DnsWebhookHostResolver>();
         builder.Services.AddSingleton<Webhooks.WebhookTargetPolicy>();
+        builder.Services.AddSingleton<Usage.TenantUsageMetrics>();
         builder.Services.AddHostedService<Webhooks.ResultEventDispatcher>();
+
+        // Retention: the recurring clean-up of files, jobs, batches and webhook deliveries.
+        builder.Services.AddOptions<Retention.RetentionOptions>().BindConfiguration(Retention.RetentionOptions.Section);
+        builder.Services.AddHostedService<Retention.RetentionSweeper>();
         builder.Services.AddHostedService<Webhooks.WebhookSender>();
 
         // Batch files: Hangfire (on the same PostgreSQL) runs the durable ingestion jobs; the finalizer ends batches.
@@ -146,6 +152,7 @@ public static class ProducerExtensions
         app.MapWebhooksApi();
         app.MapOpenAiApi();
         app.MapJobStreamApi();
+        app.MapUsageApi();
         return app;
     }
 }

@@ -42,6 +42,8 @@ public static class ResultStoreExtensions
         builder.Services.AddSingleton<Tenants.ApiKeyStore>();
         builder.Services.AddSingleton<Webhooks.ResultEventStore>();
         builder.Services.AddSingleton<Webhooks.WebhookStore>();
+        builder.Services.AddSingleton<Retention.RetentionStore>();
+        builder.Services.AddSingleton<Tenants.TenantSettingsStore>();
         builder.Services.AddHostedService<DatabaseMigrator>();
         return builder;
     }

@@ -19,6 +19,7 @@ public sealed class BatchFinalizer(
     FileStore files,
     TimeProvider clock,
     IOptions<ProducerOptions> options,
+    IOptions<Retention.RetentionOptions> retention,
     ILogger<BatchFinalizer> logger) : BackgroundService
 {
     // Output lines as OpenAI writes them: UTF-8 text, not \uXXXX escapes of quotes and non-ASCII.
@@ -71,6 +72,10 @@ public sealed class BatchFinalizer(
             : expired || batch.ExpiresAt < clock.GetUtcNow() ? BatchStatuses.Expired
             : BatchStatuses.Completed;
         var (output, errors) = await WriteFilesAsync(batch, ct);
+        var now = clock.GetUtcNow();
+        await files.SetExpiryAsync([output, errors], batch.OutputExpiresAfterSeconds is { } seconds
+            ? now.AddSeconds(seconds)
+            : Retention.RetentionOptions.ExpiryOf(now, retention.Value.OutputFiles), ct);
         await batches.CompleteFinalizationAsync(batch.Id, target, output, errors, ct);
         logger.LogInformation("Batch {BatchId} {Status}: output {Output}, errors {Errors}", batch.Id, target, output, errors);
     }

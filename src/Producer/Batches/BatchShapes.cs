@@ -11,6 +11,7 @@ public static class BatchShapes
 {
     public static JsonObject File(StoredFile f) => new()
     {
+        ["expires_at"] = Unix(f.ExpiresAt),
         ["id"] = f.Id,
         ["object"] = "file",
         ["bytes"] = f.Bytes,
@@ -42,6 +43,18 @@ public static class BatchShapes
         ["cancelling_at"] = Unix(b.CancellingAt),
         ["cancelled_at"] = Unix(b.CancelledAt),
         ["request_counts"] = new JsonObject { ["total"] = counts.Total, ["completed"] = counts.Completed, ["failed"] = counts.Failed },
+        ["usage"] = new JsonObject
+        {
+            ["input_tokens"] = counts.PromptTokens,
+            ["input_tokens_details"] = new JsonObject { ["cached_tokens"] = counts.CachedTokens },
+            ["output_tokens"] = counts.CompletionTokens,
+            ["output_tokens_details"] = new JsonObject { ["reasoning_tokens"] = 0 },
+            ["total_tokens"] = counts.PromptTokens + counts.CompletionTokens,
+        },
+        ["webhook_url"] = b.WebhookUrl,
+        ["output_expires_after"] = b.OutputExpiresAfterSeconds is { } seconds
+            ? new JsonObject { ["anchor"] = "created_at", ["seconds"] = seconds }
+            : null,
         ["metadata"] = b.Metadata is null ? null : JsonNode.Parse(b.Metadata),
     };
 

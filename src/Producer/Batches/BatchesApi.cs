@@ -40,9 +40,11 @@ public static class BatchesApi
     private static async Task<IResult> CreateAsync(
         HttpRequest http, string? endpoint, BatchStore batches, BatchLineStore lines, FileStore files, IBackgroundJobClient jobs,
         IOptions<ProducerOptions> options, Webhooks.WebhookTargetPolicy webhookPolicy, ResultStore.Webhooks.WebhookStore webhooks,
-        [Microsoft.AspNetCore.Mvc.FromQuery(Name = "webhook_url")] string? webhookUrl, CancellationToken ct)
+        [Microsoft.AspNetCore.Mvc.FromQuery(Name = "webhook_url")] string? webhookUrl, IOptions<Retention.RetentionOptions> retention,
+        CancellationToken ct)
     {
         var o = options.Value;
+        int? outputExpiresAfter = null;
         string inputFileId;
         string? metadata = null;
         var mediaType = http.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
@@ -62,7 +64,9 @@ public static class BatchesApi
             FilesApi.AllowBody(http, o.MaxFileBytes);
             try
             {
-                inputFileId = (await files.CreateAsync(http.HttpContext.Tenant(), "upload.jsonl", "batch", http.Body, o.MaxFileBytes, ct)).Id;
+                var uploaded = await files.CreateAsync(http.HttpContext.Tenant(), "upload.jsonl", "batch", http.Body, o.MaxFileBytes, ct);
+                inputFileId = uploaded.Id;
+                await files.SetExpiryAsync([inputFileId], Retention.RetentionOptions.ExpiryOf(uploaded.CreatedAt, retention.Value.BatchFiles), ct);
             }
             catch (Exception e) when (e is FileTooLargeException or BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge })
             {
@@ -131,6 +135,19 @@ public static class BatchesApi
                 metadata = meta.ToJsonString();
             }
 
+            if (body["output_expires_after"] is { } expiry)
+            {
+                if (expiry is not JsonObject e || e["anchor"]?.GetValueKind() != JsonValueKind.String || e["anchor"]!.GetValue<string>() != "created_at"
+                    || e["seconds"]?.GetValueKind() != JsonValueKind.Number || !e["seconds"]!.AsValue().TryGetValue<int>(out var after)
+                    || after is < 3600 or > 2_592_000)
+                {
+                    return Problems.Of(StatusCodes.Status400BadRequest, "Invalid output_expires_after",
+                        "'output_expires_after' is {\"anchor\": \"created_at\", \"seconds\": 3600 to 2592000}, as OpenAI's.");
+                }
+
+                outputExpiresAfter = after;
+            }
+
             if (body["webhook_url"] is { } hook)
             {
                 webhookUrl = hook.GetValueKind() == JsonValueKind.String ? hook.GetValue<string>() : "";
@@ -160,6 +177,7 @@ public static class BatchesApi
             Metadata = metadata,
             JobQueue = o.BatchJobQueue,
             WebhookUrl = webhookUrl,
+            OutputExpiresAfterSeconds = outputExpiresAfter,
         }, ct);
         // Not in the batch's transaction: if this enqueue is lost, the stalled-ingestion reaper starts the batch.
         BatchIngestion.Enqueue(jobs, o.EffectiveIngestionQueue, batch.Id);

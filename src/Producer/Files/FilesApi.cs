@@ -21,14 +21,24 @@ public static class FilesApi
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType);
+        group.MapGet("", ListAsync).WithSummary("List files, newest first (`purpose`, `limit` 1..10000, `after`, `order`)");
         group.MapGet("/{id}", GetAsync).WithSummary("Get a file object").ProducesProblem(StatusCodes.Status404NotFound);
+        group.MapDelete("/{id}", DeleteAsync)
+            .WithSummary("Delete a file and its content")
+            .WithDescription("409 while a batch that has not finished reads it.")
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict);
         group.MapGet("/{id}/content", ContentAsync).WithSummary("Download a file's content").ProducesProblem(StatusCodes.Status404NotFound);
         return app;
     }
 
-    private static async Task<IResult> UploadAsync(HttpRequest http, FileStore files, IOptions<ProducerOptions> options, CancellationToken ct)
+    private static async Task<IResult> UploadAsync(
+        HttpRequest http, FileStore files, IOptions<ProducerOptions> options, IOptions<Retention.RetentionOptions> retention, TimeProvider clock,
+        CancellationToken ct)
     {
         var o = options.Value;
+        string? anchor = null;
+        string? seconds = null;
         if (!MediaTypeHeaderValue.TryParse(http.ContentType, out var type) || !type.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase)
             || HeaderUtilities.RemoveQuotes(type.Boundary).Value is not { Length: > 0 } boundary)
         {
@@ -51,7 +61,15 @@ public static class FilesApi
                 }
 
                 var name = HeaderUtilities.RemoveQuotes(disposition.Name).Value;
-                if (name == "purpose")
+                if (name == "expires_after[anchor]")
+                {
+                    anchor = await ReadCappedAsync(section.Body, MaxPurposeChars, ct) ?? "";
+                }
+                else if (name == "expires_after[seconds]")
+                {
+                    seconds = await ReadCappedAsync(section.Body, MaxPurposeChars, ct) ?? "";
+                }
+                else if (name == "purpose")
                 {
                     purpose = await ReadCappedAsync(section.Body, MaxPurposeChars, ct);
                     if (purpose != "batch")
@@ -87,8 +105,12 @@ public static class FilesApi
             refusal = Problems.Of(StatusCodes.Status400BadRequest, "Malformed multipart body", $"The multipart/form-data body cannot be read: {e.Message}");
         }
 
+        var expiresAfter = 0L;
         refusal ??= purpose != "batch" ? BadPurpose()
             : stored is null ? Problems.Of(StatusCodes.Status400BadRequest, "No file", "The form has no 'file' part.")
+            : (anchor ?? seconds) is not null && (anchor != "created_at" || !long.TryParse(seconds, out expiresAfter) || expiresAfter is < 3600 or > 2_592_000)
+                ? Problems.Of(StatusCodes.Status400BadRequest, "Invalid expires_after",
+                    "'expires_after[anchor]' is \"created_at\" and 'expires_after[seconds]' is 3600 (1 hour) to 2592000 (30 days), as OpenAI's.")
             : null;
         if (refusal is not null)
         {
@@ -101,7 +123,45 @@ public static class FilesApi
             return refusal;
         }
 
-        return TypedResults.Ok(BatchShapes.File(stored!));
+        stored!.ExpiresAt = expiresAfter > 0 ? stored.CreatedAt.AddSeconds(expiresAfter) : Retention.RetentionOptions.ExpiryOf(stored.CreatedAt, retention.Value.BatchFiles);
+        await files.SetExpiryAsync([stored.Id], stored.ExpiresAt, ct);
+        return TypedResults.Ok(BatchShapes.File(stored));
+    }
+
+    private static async Task<IResult> ListAsync(FileStore files, HttpContext http, string? purpose, int? limit, string? after, string? order, CancellationToken ct)
+    {
+        if (order is not (null or "asc" or "desc"))
+        {
+            return Problems.Of(StatusCodes.Status400BadRequest, "Invalid order", "'order' is \"asc\" or \"desc\".");
+        }
+
+        var take = Math.Clamp(limit ?? 10_000, 1, 10_000);
+        var page = await files.ListAsync(http.Tenant(), purpose, after, take + 1, order == "asc", ct);
+        var data = new System.Text.Json.Nodes.JsonArray([.. page.Take(take).Select(f => (System.Text.Json.Nodes.JsonNode)BatchShapes.File(f))]);
+        return TypedResults.Ok(new System.Text.Json.Nodes.JsonObject
+        {
+            ["object"] = "list",
+            ["data"] = data,
+            ["first_id"] = page.FirstOrDefault()?.Id,
+            ["last_id"] = page.Take(take).LastOrDefault()?.Id,
+            ["has_more"] = page.Count > take,
+        });
+    }
+
+    private static async Task<IResult> DeleteAsync(string id, FileStore files, HttpContext http, CancellationToken ct)
+    {
+        if (await files.FindAsync(id, http.Tenant(), ct) is null)
+        {
+            return Problems.Of(StatusCodes.Status404NotFound, "File not found", $"There is no file with id {id}.");
+        }
+
+        if (await files.InUseAsync(id, ct))
+        {
+            return Problems.Of(StatusCodes.Status409Conflict, "File in use", $"A batch that has not finished reads file {id}; cancel it or wait for it to end.");
+        }
+
+        await files.DeleteAsync(id, ct);
+        return TypedResults.Ok(new System.Text.Json.Nodes.JsonObject { ["id"] = id, ["object"] = "file", ["deleted"] = true });
     }
 
     private const int MaxPurposeChars = 64;

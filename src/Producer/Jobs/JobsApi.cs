@@ -47,6 +47,18 @@ public static class JobsApi
             .WithDescription("`?wait=N` long-polls up to N seconds until the job reaches a final state.")
             .Produces<JobResponse>()
             .ProducesProblem(StatusCodes.Status404NotFound);
+        jobs.MapGet("", ListJobs)
+            .WithName("ListJobs")
+            .WithSummary("List jobs, newest first")
+            .WithDescription("`status`, `created_after` / `created_before` (Unix seconds), `limit` (1..100), `after` (the last id of " +
+                             "the previous page); batch lines only with `include_batch_lines=true`.");
+        jobs.MapDelete("/{id:guid}", DeleteJob)
+            .WithName("DeleteJob")
+            .WithSummary("Delete a final job")
+            .WithDescription("Its usage stays counted. 409 while it runs (cancel it first), for a batch line (it goes with its batch), " +
+                             "or for the moment until its result event has been sent.")
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict);
         jobs.MapPost("/{id:guid}/cancel", CancelJob)
             .WithName("CancelJob")
             .WithSummary("Cancel a job")
@@ -175,6 +187,47 @@ public static class JobsApi
             var poll = TimeSpan.FromMilliseconds(job.BatchId is null ? 2000 : 100);
             await subscription!.WaitAsync(left < poll ? left : poll, ct);
         }
+    }
+
+    private static async Task<IResult> ListJobs(
+        HttpContext http, JobStore store, string? status, long? created_after, long? created_before, int? limit, Guid? after,
+        bool? include_batch_lines, CancellationToken ct)
+    {
+        if (status is not null && !JobStatuses.IsFinal(status) && status is not (JobStatuses.Queued or JobStatuses.Running))
+        {
+            return Problems.Of(StatusCodes.Status400BadRequest, "Invalid status", "'status' is queued, running, succeeded, failed, cancelled or expired.");
+        }
+
+        var take = Math.Clamp(limit ?? 20, 1, 100);
+        var page = await store.ListAsync(http.Tenant(), status,
+            created_after is { } a ? DateTimeOffset.FromUnixTimeSeconds(a) : null,
+            created_before is { } b ? DateTimeOffset.FromUnixTimeSeconds(b) : null,
+            after, include_batch_lines != true, take + 1, ct);
+        return TypedResults.Ok(new
+        {
+            @object = "list",
+            data = page.Take(take).Select(ToResponse).ToList(),
+            first_id = page.FirstOrDefault()?.Id,
+            last_id = page.Take(take).LastOrDefault()?.Id,
+            has_more = page.Count > take,
+        });
+    }
+
+    private static async Task<IResult> DeleteJob(Guid id, HttpContext http, JobStore store, CancellationToken ct)
+    {
+        if (await store.DeleteFinalAsync(id, http.Tenant(), ct))
+        {
+            return TypedResults.Ok(new { id, @object = "job", deleted = true });
+        }
+
+        var job = await store.FindAsync(id, http.Tenant(), ct);
+        return job switch
+        {
+            null => Problems.Of(StatusCodes.Status404NotFound, "Job not found", $"There is no job with id {id}."),
+            { BatchId: not null } => Problems.Of(StatusCodes.Status409Conflict, "Batch line", $"Job {id} is a line of batch {job.BatchId}; it is deleted with its batch."),
+            _ when !JobStatuses.IsFinal(job.Status) => Problems.Of(StatusCodes.Status409Conflict, "Job not final", $"Job {id} is {job.Status}; cancel it first."),
+            _ => Problems.Of(StatusCodes.Status409Conflict, "Result event pending", $"Job {id}'s result event has not been sent yet; retry in a moment."),
+        };
     }
 
     internal static JobResponse ToResponse(Job j)

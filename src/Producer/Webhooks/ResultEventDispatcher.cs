@@ -15,7 +15,7 @@ namespace LlmServing.Producer.Webhooks;
 /// stable message id.
 /// </summary>
 public sealed class ResultEventDispatcher(
-    ResultEventStore store, IBus bus, IOptions<WebhookOptions> options, TimeProvider clock,
+    ResultEventStore store, IBus bus, IOptions<WebhookOptions> options, TimeProvider clock, Usage.TenantUsageMetrics usage,
     ILogger<ResultEventDispatcher> logger) : BackgroundService
 {
     private const int PageSize = 500;
@@ -57,6 +57,11 @@ public sealed class ResultEventDispatcher(
         await Task.WhenAll(claim.Items.Select(job => PublishAsync(job, ct)));
         var deliveries = claim.Items.Where(j => j.WebhookUrl is not null).Select(JobWebhook).ToList();
         await claim.CompleteAsync(deliveries, ct);
+        foreach (var job in claim.Items)
+        {
+            usage.Record(job.TenantId, job.Status, job.PromptTokens, job.CompletionTokens, job.CachedTokens);
+        }
+
         return claim.Items.Count;
     }
 

@@ -52,6 +52,9 @@ public sealed class Batch
 
     /// <summary>Where to deliver the batch's final status as a signed webhook; null: the tenant's default, if any.</summary>
     public string? WebhookUrl { get; set; }
+
+    /// <summary>OpenAI's <c>output_expires_after.seconds</c>: the output and error files expire this long after they are written.</summary>
+    public int? OutputExpiresAfterSeconds { get; set; }
 }
 
 /// <summary>OpenAI's batch statuses.</summary>

@@ -5,7 +5,15 @@ using NpgsqlTypes;
 namespace LlmServing.ResultStore.Batches;
 
 /// <summary>Request counts of a batch, exact at the time of reading.</summary>
-public sealed record BatchCounts(int Total, int Completed, int Failed);
+public sealed record BatchCounts(int Total, int Completed, int Failed)
+{
+    /// <summary>Token sums over the batch's lines so far (OpenAI's batch <c>usage</c>).</summary>
+    public long PromptTokens { get; init; }
+
+    public long CompletionTokens { get; init; }
+
+    public long CachedTokens { get; init; }
+}
 
 /// <summary>One line of a batch as stored: a job row (queued, or failed at once with its validation error).</summary>
 public sealed record BatchLineRow(Guid JobId, int LineNumber, string? CustomId, string? Request, string? Error);
@@ -27,7 +35,8 @@ public sealed class BatchLineStore(NpgsqlDataSource data, TimeProvider clock)
         await using var command = data.CreateCommand("""
             SELECT count(*)::int,
                    count(*) FILTER (WHERE status = $2)::int,
-                   count(*) FILTER (WHERE status = ANY($3))::int
+                   count(*) FILTER (WHERE status = ANY($3))::int,
+                   COALESCE(sum(prompt_tokens), 0)::bigint, COALESCE(sum(completion_tokens), 0)::bigint, COALESCE(sum(cached_tokens), 0)::bigint
             FROM jobs WHERE batch_id = $1
             """);
         command.Parameters.AddWithValue(batchId);
@@ -35,7 +44,10 @@ public sealed class BatchLineStore(NpgsqlDataSource data, TimeProvider clock)
         command.Parameters.AddWithValue(JobStatuses.Final.Where(s => s != JobStatuses.Succeeded).ToArray());
         await using var reader = await command.ExecuteReaderAsync(ct);
         await reader.ReadAsync(ct);
-        return new BatchCounts(reader.GetInt32(0), reader.GetInt32(1), reader.GetInt32(2));
+        return new BatchCounts(reader.GetInt32(0), reader.GetInt32(1), reader.GetInt32(2))
+        {
+            PromptTokens = reader.GetInt64(3), CompletionTokens = reader.GetInt64(4), CachedTokens = reader.GetInt64(5),
+        };
     }
 
     public async Task<List<string>> CustomIdsAsync(string batchId, CancellationToken ct)

@@ -59,6 +59,49 @@ public sealed class FileStore(NpgsqlDataSource data, IDbContextFactory<LlmServin
         return file;
     }
 
+    /// <summary>Sets when files expire (retention deletes them then); null ids are skipped.</summary>
+    public async Task SetExpiryAsync(IEnumerable<string?> ids, DateTimeOffset? at, CancellationToken ct)
+    {
+        var list = ids.OfType<string>().ToArray();
+        if (list.Length == 0)
+        {
+            return;
+        }
+
+        await using var command = data.CreateCommand("UPDATE files SET expires_at = $2 WHERE id = ANY($1)");
+        command.Parameters.AddWithValue(list);
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)at ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.TimestampTz });
+        await command.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>A tenant's files, newest first, after the cursor <paramref name="after"/> (a file id), optionally of one purpose.</summary>
+    public async Task<List<StoredFile>> ListAsync(string tenantId, string? purpose, string? after, int limit, bool ascending, CancellationToken ct)
+    {
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        var query = db.Files.AsNoTracking().Where(f => f.TenantId == tenantId);
+        if (purpose is not null)
+        {
+            query = query.Where(f => f.Purpose == purpose);
+        }
+
+        if (after is not null)
+        {
+            // Ids are time-ordered (UUIDv7).
+            query = ascending ? query.Where(f => string.Compare(f.Id, after) > 0) : query.Where(f => string.Compare(f.Id, after) < 0);
+        }
+
+        query = ascending ? query.OrderBy(f => f.Id) : query.OrderByDescending(f => f.Id);
+        return await query.Take(limit).ToListAsync(ct);
+    }
+
+    /// <summary>Whether a batch that has not finished reads this file.</summary>
+    public async Task<bool> InUseAsync(string id, CancellationToken ct)
+    {
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        string[] final = [Batches.BatchStatuses.Completed, Batches.BatchStatuses.Failed, Batches.BatchStatuses.Cancelled, Batches.BatchStatuses.Expired];
+        return await db.Batches.AnyAsync(b => b.InputFileId == id && !final.Contains(b.Status), ct);
+    }
+
     /// <summary>Deletes a file and its content (one transaction). False when there was no such file.</summary>
     public async Task<bool> DeleteAsync(string id, CancellationToken ct)
     {

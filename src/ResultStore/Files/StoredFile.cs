@@ -17,6 +17,9 @@ public sealed class StoredFile
     public string Filename { get; set; } = "";
     public long Bytes { get; set; }
     public DateTimeOffset CreatedAt { get; set; }
+
+    /// <summary>When retention deletes the file (OpenAI's <c>expires_at</c>); null: kept until deleted.</summary>
+    public DateTimeOffset? ExpiresAt { get; set; }
 }
 
 /// <summary>One piece of a file's content, in order of <see cref="Sequence"/>.</summary>
@@ -38,6 +41,7 @@ internal sealed class StoredFileConfiguration : IEntityTypeConfiguration<StoredF
         builder.Property(f => f.Purpose).HasMaxLength(32);
         builder.Property(f => f.Filename).HasMaxLength(512);
         builder.HasIndex(f => new { f.TenantId, f.CreatedAt });
+        builder.HasIndex(f => f.ExpiresAt).HasFilter("expires_at IS NOT NULL");
     }
 }
 

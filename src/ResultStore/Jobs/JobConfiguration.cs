@@ -38,6 +38,11 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
             .HasDatabaseName("ix_jobs_running_lease")
             .HasFilter("status = 'running'");
         builder.Property(j => j.WebhookUrl).HasMaxLength(2048);
+        // Retention and usage read final jobs by when they finished.
+        builder.HasIndex(j => j.FinishedAt)
+            .HasDatabaseName("ix_jobs_final_finished")
+            .HasFilter("status IN ('succeeded', 'failed', 'cancelled', 'expired')");
+        builder.HasIndex(j => new { j.TenantId, j.CreatedAt });
         // The event dispatcher looks for final jobs whose event is owed.
         builder.HasIndex(j => j.Id)
             .HasDatabaseName("ix_jobs_event_owed")

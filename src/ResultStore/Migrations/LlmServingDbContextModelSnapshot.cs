@@ -118,6 +118,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("jsonb")
                         .HasColumnName("metadata");
 
+                    b.Property<int?>("OutputExpiresAfterSeconds")
+                        .HasColumnType("integer")
+                        .HasColumnName("output_expires_after_seconds");
+
                     b.Property<string>("OutputFileId")
                         .HasMaxLength(64)
                         .HasColumnType("character varying(64)")
@@ -201,6 +205,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("created_at");
 
+                    b.Property<DateTimeOffset?>("ExpiresAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("expires_at");
+
                     b.Property<string>("Filename")
                         .IsRequired()
                         .HasMaxLength(512)
@@ -221,6 +229,10 @@ namespace LlmServing.ResultStore.Migrations
 
                     b.HasKey("Id")
                         .HasName("pk_files");
+
+                    b.HasIndex("ExpiresAt")
+                        .HasDatabaseName("ix_files_expires_at")
+                        .HasFilter("expires_at IS NOT NULL");
 
                     b.HasIndex("TenantId", "CreatedAt")
                         .HasDatabaseName("ix_files_tenant_id_created_at");
@@ -379,6 +391,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasDatabaseName("ix_jobs_queued_deadline")
                         .HasFilter("status = 'queued' AND deadline IS NOT NULL");
 
+                    b.HasIndex("FinishedAt")
+                        .HasDatabaseName("ix_jobs_final_finished")
+                        .HasFilter("status IN ('succeeded', 'failed', 'cancelled', 'expired')");
+
                     b.HasIndex("Id")
                         .HasDatabaseName("ix_jobs_event_owed")
                         .HasFilter("event_sent_at IS NULL AND status IN ('succeeded', 'failed', 'cancelled', 'expired')");
@@ -393,6 +409,9 @@ namespace LlmServing.ResultStore.Migrations
                     b.HasIndex("BatchId", "LineNumber")
                         .HasDatabaseName("ix_jobs_batch_id_line_number")
                         .HasFilter("batch_id IS NOT NULL");
+
+                    b.HasIndex("TenantId", "CreatedAt")
+                        .HasDatabaseName("ix_jobs_tenant_id_created_at");
 
                     b.HasIndex("TenantId", "IdempotencyKey")
                         .IsUnique()
@@ -443,6 +462,64 @@ namespace LlmServing.ResultStore.Migrations
                         .HasDatabaseName("ix_api_keys_key_hash");
 
                     b.ToTable("api_keys", (string)null);
+                });
+
+            modelBuilder.Entity("LlmServing.ResultStore.Tenants.TenantSettings", b =>
+                {
+                    b.Property<string>("TenantId")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("tenant_id");
+
+                    b.Property<int?>("JobRetentionSeconds")
+                        .HasColumnType("integer")
+                        .HasColumnName("job_retention_seconds");
+
+                    b.Property<long?>("MaxEnqueuedTokens")
+                        .HasColumnType("bigint")
+                        .HasColumnName("max_enqueued_tokens");
+
+                    b.Property<DateTimeOffset>("UpdatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("updated_at");
+
+                    b.HasKey("TenantId")
+                        .HasName("pk_tenant_settings");
+
+                    b.ToTable("tenant_settings", (string)null);
+                });
+
+            modelBuilder.Entity("LlmServing.ResultStore.Tenants.UsageDaily", b =>
+                {
+                    b.Property<string>("TenantId")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("tenant_id");
+
+                    b.Property<DateOnly>("Day")
+                        .HasColumnType("date")
+                        .HasColumnName("day");
+
+                    b.Property<long>("CachedTokens")
+                        .HasColumnType("bigint")
+                        .HasColumnName("cached_tokens");
+
+                    b.Property<long>("CompletionTokens")
+                        .HasColumnType("bigint")
+                        .HasColumnName("completion_tokens");
+
+                    b.Property<long>("Jobs")
+                        .HasColumnType("bigint")
+                        .HasColumnName("jobs");
+
+                    b.Property<long>("PromptTokens")
+                        .HasColumnType("bigint")
+                        .HasColumnName("prompt_tokens");
+
+                    b.HasKey("TenantId", "Day")
+                        .HasName("pk_usage_daily");
+
+                    b.ToTable("usage_daily", (string)null);
                 });
 
             modelBuilder.Entity("LlmServing.ResultStore.Webhooks.TenantWebhook", b =>

@@ -1,0 +1,124 @@
+using System.Collections.Concurrent;
+using LlmServing.Producer.Files;
+using LlmServing.Producer.Tenants;
+using LlmServing.ResultStore.Retention;
+using LlmServing.ResultStore.Tenants;
+using Prometheus;
+
+namespace LlmServing.Producer.Usage;
+
+/// <summary>
+/// <c>GET /v1/usage</c> (the caller's tenant) and <c>GET /v1/admin/usage</c> (every tenant): final jobs and tokens per
+/// tenant and day, whether the jobs are still stored or were deleted by retention. Plus the admin's per-tenant
+/// settings (<c>/v1/admin/tenants/{tenant}/settings</c>).
+/// </summary>
+public static class UsageApi
+{
+    public static IEndpointRouteBuilder MapUsageApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/v1/usage", (HttpContext http, RetentionStore store, string? start_date, string? end_date, CancellationToken ct) =>
+                UsageAsync(store, http.Tenant(), start_date, end_date, ct))
+            .WithTags("Usage")
+            .WithSummary("This tenant's usage per day: jobs, prompt, completion and cached tokens")
+            .WithDescription("`start_date` and `end_date` (YYYY-MM-DD, UTC, inclusive); the last 30 days by default.");
+        app.MapGet("/v1/admin/usage", (RetentionStore store, string? start_date, string? end_date, CancellationToken ct) =>
+                UsageAsync(store, null, start_date, end_date, ct))
+            .WithTags("Admin")
+            .WithSummary("Every tenant's usage per day (admin key)");
+        app.MapGet("/v1/admin/tenants/{tenant}/settings", async (string tenant, TenantSettingsStore settings, CancellationToken ct) =>
+                TypedResults.Ok(Shape(tenant, await settings.FindAsync(tenant, ct))))
+            .WithTags("Admin")
+            .WithSummary("A tenant's overrides (null: the deployment's default)");
+        app.MapPut("/v1/admin/tenants/{tenant}/settings", SetSettingsAsync)
+            .WithTags("Admin")
+            .WithSummary("Set a tenant's overrides")
+            .WithDescription("`{\"job_retention_days\": 90, \"max_enqueued_tokens\": 5000000}`; null or absent: the deployment's default; " +
+                             "`max_enqueued_tokens: 0`: no limit.");
+        return app;
+    }
+
+    public sealed record SettingsRequest(int? JobRetentionDays, long? MaxEnqueuedTokens);
+
+    private static async Task<IResult> SetSettingsAsync(string tenant, SettingsRequest request, TenantSettingsStore settings, CancellationToken ct)
+    {
+        if (tenant.Length is 0 or > 64 || TextInput.HasNul(tenant))
+        {
+            return Problems.Of(StatusCodes.Status400BadRequest, "Invalid tenant", "A tenant id has 1 to 64 characters.");
+        }
+
+        if (request.JobRetentionDays is < 1 or > 3650 || request.MaxEnqueuedTokens is < 0)
+        {
+            return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid settings",
+                "'job_retention_days' is 1 to 3650; 'max_enqueued_tokens' is 0 (no limit) or more.");
+        }
+
+        var row = await settings.SetAsync(tenant, request.JobRetentionDays * 86_400, request.MaxEnqueuedTokens, ct);
+        return TypedResults.Ok(Shape(tenant, row));
+    }
+
+    private static object Shape(string tenant, TenantSettings? s) => new
+    {
+        tenant_id = tenant,
+        job_retention_days = s?.JobRetentionSeconds / 86_400,
+        max_enqueued_tokens = s?.MaxEnqueuedTokens,
+    };
+
+    private static async Task<IResult> UsageAsync(RetentionStore store, string? tenant, string? start, string? end, CancellationToken ct)
+    {
+        var today = DateOnly.FromDateTime(DateTime.UtcNow);
+        if (!TryDate(end, today, out var to) || !TryDate(start, to.AddDays(-29), out var from) || from > to || to.DayNumber - from.DayNumber > 366)
+        {
+            return Problems.Of(StatusCodes.Status400BadRequest, "Invalid dates",
+                "'start_date' and 'end_date' are YYYY-MM-DD, start before end, at most 366 days apart.");
+        }
+
+        var rows = await store.UsageAsync(tenant, from, to, ct);
+        return TypedResults.Ok(new
+        {
+            @object = "list",
+            start_date = from.ToString("yyyy-MM-dd"),
+            end_date = to.ToString("yyyy-MM-dd"),
+            data = rows.Select(r => new
+            {
+                tenant_id = r.TenantId,
+                date = r.Day.ToString("yyyy-MM-dd"),
+                jobs = r.Jobs,
+                prompt_tokens = r.PromptTokens,
+                completion_tokens = r.CompletionTokens,
+                cached_tokens = r.CachedTokens,
+                total_tokens = r.PromptTokens + r.CompletionTokens,
+            }),
+        });
+    }
+
+    private static bool TryDate(string? text, DateOnly fallback, out DateOnly date)
+    {
+        date = fallback;
+        return text is null || DateOnly.TryParseExact(text, "yyyy-MM-dd", out date);
+    }
+}
+
+/// <summary>
+/// Per-tenant counters of final jobs and tokens (<c>llmserving_tenant_jobs_total</c>, <c>llmserving_tenant_tokens_total</c>),
+/// fed by the result-event dispatcher (each final job once, but again after a crash between its publish and its mark).
+/// Cardinality is bounded: the first <c>Metrics:MaxTenantLabels</c> tenants (50) get their own label, the rest count as
+/// <c>other</c>.
+/// </summary>
+public sealed class TenantUsageMetrics(CollectorRegistry registry, IConfiguration configuration)
+{
+    private readonly int _maxTenants = configuration.GetValue("Metrics:MaxTenantLabels", 50);
+    private readonly ConcurrentDictionary<string, byte> _labelled = new();
+    private readonly Counter _jobs = Metrics.WithCustomRegistry(registry)
+        .CreateCounter("llmserving_tenant_jobs_total", "Final jobs per tenant and status.", "tenant", "status");
+    private readonly Counter _tokens = Metrics.WithCustomRegistry(registry)
+        .CreateCounter("llmserving_tenant_tokens_total", "Tokens of final jobs per tenant: prompt, completion, cached.", "tenant", "kind");
+
+    public void Record(string tenant, string status, int? prompt, int? completion, int? cached)
+    {
+        var label = _labelled.ContainsKey(tenant) || (_labelled.Count < _maxTenants && _labelled.TryAdd(tenant, 0)) ? tenant : "other";
+        _jobs.WithLabels(label, status).Inc();
+        _tokens.WithLabels(label, "prompt").Inc(prompt ?? 0);
+        _tokens.WithLabels(label, "completion").Inc(completion ?? 0);
+        _tokens.WithLabels(label, "cached").Inc(cached ?? 0);
+    }
+}
