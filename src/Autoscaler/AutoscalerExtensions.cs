@@ -6,7 +6,15 @@ public static class AutoscalerExtensions
 {
     public static IHostApplicationBuilder AddAutoscaler(this IHostApplicationBuilder builder)
     {
-        builder.Services.AddOptions<AutoscalerOptions>().BindConfiguration(AutoscalerOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddOptions<AutoscalerOptions>().BindConfiguration(AutoscalerOptions.Section).ValidateDataAnnotations().ValidateOnStart()
+            .PostConfigure(o =>
+            {
+                // The batch backlog in PostgreSQL counts as depth (ADR 0007); the workers' own connection string by default.
+                if (string.IsNullOrEmpty(o.BacklogConnectionString))
+                {
+                    o.BacklogConnectionString = builder.Configuration.GetConnectionString("Postgres") ?? "";
+                }
+            });
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton(new HttpClient { Timeout = TimeSpan.FromSeconds(5) });
         builder.Services.AddSingleton<QueueDepthProbe>();

@@ -23,6 +23,12 @@ public sealed class AutoscalerOptions
     [Range(typeof(TimeSpan), "00:00:00.100", "00:10:00")]
     public TimeSpan PollingInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// PostgreSQL, to count the batch lines that wait there for their tenant's window (ADR 0007): they are work the
+    /// broker does not show yet. Empty: only the broker's depth counts.
+    /// </summary>
+    public string BacklogConnectionString { get; set; } = "";
+
     [Range(1, 10_000)]
     public int TargetPerWorker { get; set; } = 8;
 

@@ -24,7 +24,7 @@ public sealed class QueueDepthProbe(HttpClient http, IOptions<AutoscalerOptions>
             total += await ReadAsync(queue, ct);
         }
 
-        return total;
+        return total with { Ready = total.Ready + await BacklogAsync(ct) };
     }
 
     public async Task<QueueDepth> ReadAsync(string queue, CancellationToken ct)
@@ -48,8 +48,39 @@ public sealed class QueueDepthProbe(HttpClient http, IOptions<AutoscalerOptions>
         }
     }
 
+    /// <summary>
+    /// Batch lines waiting in PostgreSQL for their tenant's window (fair share, ADR 0007): ready work, though not in the
+    /// broker yet. Zero when no connection string is set or PostgreSQL does not answer (the broker's depth still scales).
+    /// </summary>
+    private async Task<long> BacklogAsync(CancellationToken ct)
+    {
+        if (string.IsNullOrEmpty(options.Value.BacklogConnectionString))
+        {
+            return 0;
+        }
+
+        try
+        {
+            _backlog ??= new Npgsql.NpgsqlDataSourceBuilder(options.Value.BacklogConnectionString).Build();
+            await using var command = _backlog.CreateCommand(
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND queued_at IS NULL AND batch_id IS NOT NULL");
+            return (long)(await command.ExecuteScalarAsync(ct))!;
+        }
+        catch (Npgsql.NpgsqlException)
+        {
+            return 0;
+        }
+    }
+
+    private Npgsql.NpgsqlDataSource? _backlog;
+
     public async ValueTask DisposeAsync()
     {
+        if (_backlog is not null)
+        {
+            await _backlog.DisposeAsync();
+        }
+
         if (_connection is not null)
         {
             await _connection.DisposeAsync();

@@ -29,6 +29,8 @@ try
         "submit" => await SubmitAsync(),
         "get" or "status" => await GetAsync(),
         "batch" when positional.Count >= 1 => await new LlmServing.Cli.BatchCommands(http).RunAsync(positional[0], positional.Skip(1).ToList(), options),
+        "usage" => await UsageAsync("/v1/usage"),
+        "admin" when positional is ["usage"] => await UsageAsync("/v1/admin/usage"),
         "admin" when positional is ["create-key", var tenant] => Print(await ReadAsync(await http.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = tenant }))),
         "admin" when positional is ["revoke-key", var keyId] => (await http.DeleteAsync($"/v1/admin/keys/{keyId}")) is { IsSuccessStatusCode: true } ? 0 : 4,
         _ => Program.Usage(),
@@ -43,6 +45,26 @@ catch (LlmServing.Cli.ApiException e)
 {
     Console.Error.WriteLine($"llmserving: {e.Message}");
     return 4;
+}
+
+// Usage per tenant and day as a table: `llmserving usage [--from YYYY-MM-DD] [--to YYYY-MM-DD]`.
+async Task<int> UsageAsync(string path)
+{
+    var query = string.Join("&", new[] { ("from", "start_date"), ("to", "end_date") }
+        .Where(p => options.ContainsKey(p.Item1)).Select(p => $"{p.Item2}={Uri.EscapeDataString(options[p.Item1])}"));
+    using var response = await http.GetAsync(query.Length > 0 ? $"{path}?{query}" : path);
+    var node = await ReadAsync(response);
+    Console.WriteLine($"{"date",-10}  {"tenant",-24} {"jobs",8} {"prompt",12} {"completion",12} {"cached",10}");
+    long jobs = 0, prompt = 0, completion = 0, cached = 0;
+    foreach (var row in node["data"]!.AsArray())
+    {
+        var (j, p, c, k) = (row!["jobs"]!.GetValue<long>(), row["prompt_tokens"]!.GetValue<long>(), row["completion_tokens"]!.GetValue<long>(), row["cached_tokens"]!.GetValue<long>());
+        (jobs, prompt, completion, cached) = (jobs + j, prompt + p, completion + c, cached + k);
+        Console.WriteLine($"{row["date"]!.GetValue<string>(),-10}  {row["tenant_id"]!.GetValue<string>(),-24} {j,8} {p,12} {c,12} {k,10}");
+    }
+
+    Console.WriteLine($"{"total",-10}  {node["start_date"]!.GetValue<string>() + ".." + node["end_date"]!.GetValue<string>(),-24} {jobs,8} {prompt,12} {completion,12} {cached,10}");
+    return 0;
 }
 
 async Task<int> DemoAsync()
@@ -191,6 +213,8 @@ internal static partial class Program
                    llmserving batch results BATCH_ID [-o out.jsonl] [--errors errors.jsonl]
                    llmserving batch cancel  BATCH_ID
                    llmserving load   [--rate JOBS_PER_S] [--duration SECONDS] [--max-tokens N]   (fixed-rate load, report)
+                   llmserving usage  [--from YYYY-MM-DD] [--to YYYY-MM-DD]   (jobs and tokens per day; last 30 days)
+                   llmserving admin usage [--from ...] [--to ...]          (every tenant)
                    llmserving admin create-key TENANT [--admin-key KEY]     (prints the new key once)
                    llmserving admin revoke-key KEY_ID [--admin-key KEY]
             With API keys on, pass --api-key KEY or set $LLMSERVING_API_KEY ($LLMSERVING_ADMIN_KEY for admin).

@@ -110,6 +110,7 @@ public static class ProducerExtensions
         // Batch files: Hangfire (on the same PostgreSQL) runs the durable ingestion jobs; the finalizer ends batches.
         builder.Services.AddIngestionHangfire(builder.Configuration.GetConnectionString("Postgres")!);
         builder.Services.AddHostedService<BatchFinalizer>();
+        builder.Services.AddHostedService<BatchReleaser>();
         builder.Services.AddHostedService<StalledIngestionReaper>();
         builder.Services.AddSingleton(_ => Prometheus.Metrics.NewCustomRegistry());
         builder.Services.AddHostedService<JobMetrics>();

@@ -101,6 +101,16 @@ public sealed class ProducerOptions
     [Range(1, 4096)]
     public int PublishConcurrency { get; set; } = 1000;
 
+    /// <summary>
+    /// Fair share in the batch lane (ADR 0007): at most this many lines of one tenant are in the broker or running at
+    /// once; the rest wait in PostgreSQL and are released as lines finish, tenants side by side. Set it at least to the
+    /// slots of all workers, or one tenant alone cannot fill them.
+    /// </summary>
+    public int BatchWindowPerTenant { get; set; } = 256;
+
+    /// <summary>How often the batch releaser looks for room in tenants' windows.</summary>
+    public TimeSpan ReleaseInterval { get; set; } = TimeSpan.FromMilliseconds(100);
+
     /// <summary>How often batches are checked for their end (all lines final, expiry, cancellation).</summary>
     [Range(typeof(TimeSpan), "00:00:00.050", "00:10:00")]
     public TimeSpan FinalizeInterval { get; set; } = TimeSpan.FromSeconds(1);

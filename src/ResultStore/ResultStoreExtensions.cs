@@ -39,6 +39,7 @@ public static class ResultStoreExtensions
         builder.Services.AddSingleton<Files.FileStore>();
         builder.Services.AddSingleton<Batches.BatchStore>();
         builder.Services.AddSingleton<Batches.BatchLineStore>();
+        builder.Services.AddSingleton<Batches.BatchBacklog>();
         builder.Services.AddSingleton<Tenants.ApiKeyStore>();
         builder.Services.AddSingleton<Webhooks.ResultEventStore>();
         builder.Services.AddSingleton<Webhooks.WebhookStore>();

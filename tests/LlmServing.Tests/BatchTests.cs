@@ -222,6 +222,7 @@ public sealed class BatchTests
         {
             ["Producer:IngestionChunkLines"] = "100",
             ["Producer:IngestionChunkDelay"] = "00:00:00.150",
+            ["Producer:BatchWindowPerTenant"] = "5000", // every line released at once: the broker then holds each exactly once
         };
         var jsonl = string.Join("\n", Enumerable.Range(0, 3000).Select(i => BatchApi.ChatLine($"r{i}", $"restart {i}")));
         string id;

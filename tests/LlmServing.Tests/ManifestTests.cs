@@ -29,6 +29,9 @@ public sealed partial class ManifestTests
         Assert.That(Values(scaled, "protocol"), Is.All.EqualTo("http"), "ready + unacknowledged, not ready only");
         Assert.That(Values(scaled, "minReplicaCount"), Is.EqualTo(new[] { "0" }));
         Assert.That(Values(scaled, "activationValue"), Is.All.EqualTo(new AutoscalerOptions().ActivationThreshold.ToString()));
+        Assert.That(scaled, Does.Contain("type: postgresql").And.Contain("queued_at IS NULL AND batch_id IS NOT NULL"),
+            "the batch backlog waiting in PostgreSQL counts too (fair share)");
+        Assert.That(Values(scaled, "targetQueryValue"), Is.EqualTo(new[] { new AutoscalerOptions().TargetPerWorker.ToString() }));
     }
 
     [Test]

@@ -136,6 +136,7 @@ public sealed class RecoveryTests
                 ["Producer__JobQueue"] = queue,
                 ["Producer__BatchJobQueue"] = queue + "-batch",
                 ["Producer__PublishConcurrency"] = "10", // slow enough to be killed half-way
+                ["Producer__BatchWindowPerTenant"] = "5000", // the whole batch released at once, as before fair share
                 ["Urls"] = $"http://127.0.0.1:{port}",
             });
             using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
@@ -155,6 +156,7 @@ public sealed class RecoveryTests
             {
                 ["Producer:IngestionStallTimeout"] = "00:00:05",
                 ["Producer:FinalizeInterval"] = "00:00:00.200",
+                ["Producer:BatchWindowPerTenant"] = "5000",
             });
             await Eventually.WaitUntilAsync(async () => await PublishedLinesAsync(db, batchId) == lines, timeoutSeconds: 60, pollMilliseconds: 100);
             var allPublished = restarted.Elapsed;

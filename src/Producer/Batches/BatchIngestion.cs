@@ -12,18 +12,17 @@ using Microsoft.Extensions.Options;
 namespace LlmServing.Producer.Batches;
 
 /// <summary>
-/// The durable background job (Hangfire) that turns a batch file into job rows and messages. It streams the file
-/// from PostgreSQL, validates each line, writes chunks of lines with one binary COPY each together with the resume
-/// point (the byte offset after the chunk), then sends the queued lines to the batch queue in parallel and records
-/// the broker's confirms. Any step can crash: a re-run resumes from the recorded offset and from the unconfirmed
-/// rows, so no line is lost or inserted twice (and a line sent twice runs once: workers are idempotent). Two runs at
-/// once are harmless too: a chunk is only written if the resume point is still where the run started it.
+/// The durable background job (Hangfire) that turns a batch file into job rows. It streams the file from PostgreSQL,
+/// validates each line, and writes chunks of lines with one binary COPY each together with the resume point (the
+/// byte offset after the chunk). Then the batch is handed to <see cref="BatchReleaser"/>, which sends its lines as its
+/// tenant's window allows (ADR 0007). Any step can crash: a re-run resumes from the recorded offset, so no line is
+/// lost or inserted twice. Two runs at once are harmless too: a chunk is only written if the resume point is still
+/// where the run started it.
 /// </summary>
 public sealed class BatchIngestion(
     BatchStore batches,
     BatchLineStore lines,
     FileStore files,
-    IBus bus,
     IOptions<ProducerOptions> options,
     IOptions<JsonOptions> json,
     ILogger<BatchIngestion> logger)
@@ -76,7 +75,9 @@ public sealed class BatchIngestion(
         batch = await batches.FindAsync(batchId, ct);
         if (batch is { Status: BatchStatuses.InProgress, Published: false })
         {
-            await PublishAsync(batch, ct);
+            // Every line is in PostgreSQL: from here the batch releaser sends them, a tenant's window at a time (ADR 0007).
+            await batches.MarkAllPublishedAsync(batch.Id, ct);
+            logger.LogInformation("Batch {BatchId}: ingested; its lines are released to {Queue} as its tenant's window allows", batch.Id, batch.JobQueue);
         }
     }
 
@@ -174,33 +175,6 @@ public sealed class BatchIngestion(
         }
 
         return true;
-    }
-
-    private async Task PublishAsync(Batch batch, CancellationToken ct)
-    {
-        var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{batch.JobQueue}"));
-        var concurrency = options.Value.PublishConcurrency;
-        while (true)
-        {
-            var page = await lines.UnpublishedAsync(batch.Id, 2000, ct);
-            if (page.Count == 0)
-            {
-                break;
-            }
-
-            foreach (var slice in page.Chunk(concurrency))
-            {
-                await Task.WhenAll(slice.Select(row =>
-                {
-                    var message = JsonSerializer.Deserialize<GenerateCompletion>(row.Request, JobPublisher.MessageJson)!;
-                    return endpoint.Send(message, context => context.MessageId = row.Id, ct);
-                }));
-                await lines.MarkQueuedAsync(batch.Id, [.. slice.Select(r => r.Id)], ct);
-            }
-        }
-
-        await batches.MarkAllPublishedAsync(batch.Id, ct);
-        logger.LogInformation("Batch {BatchId}: all lines published to {Queue}", batch.Id, batch.JobQueue);
     }
 
     private static ReadOnlySpan<byte> Utf8Bom => [0xEF, 0xBB, 0xBF];

@@ -43,6 +43,13 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
             .HasDatabaseName("ix_jobs_final_finished")
             .HasFilter("status IN ('succeeded', 'failed', 'cancelled', 'expired')");
         builder.HasIndex(j => new { j.TenantId, j.CreatedAt });
+        // Fair share (ADR 0007): a tenant's batch lines waiting in PostgreSQL, and those sent or running.
+        builder.HasIndex(j => new { j.TenantId, j.BatchId, j.LineNumber })
+            .HasDatabaseName("ix_jobs_batch_backlog")
+            .HasFilter("status = 'queued' AND queued_at IS NULL AND batch_id IS NOT NULL");
+        builder.HasIndex(j => j.TenantId)
+            .HasDatabaseName("ix_jobs_batch_inflight")
+            .HasFilter("batch_id IS NOT NULL AND (status = 'running' OR (status = 'queued' AND queued_at IS NOT NULL))");
         // The event dispatcher looks for final jobs whose event is owed.
         builder.HasIndex(j => j.Id)
             .HasDatabaseName("ix_jobs_event_owed")

@@ -138,8 +138,8 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         await using var db = await contexts.CreateDbContextAsync(ct);
         return await db.Jobs.AsNoTracking()
             .Where(j => j.QueuedAt == null && j.Status == JobStatuses.Queued && j.CreatedAt <= before)
-            .Where(j => (j.BatchId == null && (j.Queue == jobQueue || j.Queue == null))
-                        || (j.BatchId != null && j.Queue == batchJobQueue && db.Batches.Any(b => b.Id == j.BatchId && b.Published)))
+            // Batch lines are the batch releaser's (ADR 0007): it sends them as their tenant's window allows.
+            .Where(j => j.BatchId == null && (j.Queue == jobQueue || j.Queue == null))
             .OrderBy(j => j.CreatedAt)
             .Take(limit)
             .ToListAsync(ct);

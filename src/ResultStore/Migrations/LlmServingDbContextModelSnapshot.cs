@@ -406,6 +406,10 @@ namespace LlmServing.ResultStore.Migrations
                     b.HasIndex("Status")
                         .HasDatabaseName("ix_jobs_status");
 
+                    b.HasIndex("TenantId")
+                        .HasDatabaseName("ix_jobs_batch_inflight")
+                        .HasFilter("batch_id IS NOT NULL AND (status = 'running' OR (status = 'queued' AND queued_at IS NOT NULL))");
+
                     b.HasIndex("BatchId", "LineNumber")
                         .HasDatabaseName("ix_jobs_batch_id_line_number")
                         .HasFilter("batch_id IS NOT NULL");
@@ -417,6 +421,10 @@ namespace LlmServing.ResultStore.Migrations
                         .IsUnique()
                         .HasDatabaseName("ix_jobs_tenant_id_idempotency_key")
                         .HasFilter("idempotency_key IS NOT NULL");
+
+                    b.HasIndex("TenantId", "BatchId", "LineNumber")
+                        .HasDatabaseName("ix_jobs_batch_backlog")
+                        .HasFilter("status = 'queued' AND queued_at IS NULL AND batch_id IS NOT NULL");
 
                     b.ToTable("jobs", (string)null);
                 });

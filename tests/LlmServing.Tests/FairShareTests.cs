@@ -1,0 +1,74 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using LlmServing.Tests.Infrastructure;
+
+namespace LlmServing.Tests;
+
+/// <summary>
+/// Fair share in the batch lane (ADR 0007): a small batch of one tenant, submitted after another tenant's big one,
+/// finishes in about the time it takes alone, not after the big backlog. Real RabbitMQ, PostgreSQL and llama.cpp.
+/// </summary>
+[TestFixture]
+[NonParallelizable]
+public sealed class FairShareTests
+{
+    [Test]
+    public async Task ShouldFinishASmallBatchInAboutItsTimeAlone_WhenAnotherTenantsBigBatchIsAhead()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-fair";
+        const string adminKey = "admin-for-fair-share";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?>
+            {
+                ["Producer:AdminKey"] = adminKey,
+                ["Producer:BatchWindowPerTenant"] = "8",
+                ["Producer:FinalizeInterval"] = "00:00:00.100",
+            });
+            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Inference:Slots"] = "4" });
+            using var admin = new HttpClient { BaseAddress = producer.Client.BaseAddress };
+            admin.DefaultRequestHeaders.Authorization = new("Bearer", adminKey);
+
+            async Task<HttpClient> Tenant(string name)
+            {
+                using var created = await admin.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = $"{name}-{TestServices.RunId}" });
+                var client = new HttpClient { BaseAddress = producer.Client.BaseAddress, Timeout = TimeSpan.FromMinutes(2) };
+                client.DefaultRequestHeaders.Authorization = new("Bearer", JsonNode.Parse(await created.Content.ReadAsStringAsync())!["key"]!.GetValue<string>());
+                return client;
+            }
+
+            using var big = await Tenant("big");
+            using var small = await Tenant("small");
+            var smallFile = string.Join("\n", Enumerable.Range(0, 10).Select(i => BatchApi.ChatLine($"s{i}", $"small {i}")));
+
+            async Task<TimeSpan> RunSmallAsync()
+            {
+                var clock = Stopwatch.StartNew();
+                var batch = await small.CreateBatchAsync(await small.UploadAsync(smallFile));
+                var done = await small.WaitForBatchAsync(batch.Str("id")!, TimeSpan.FromMinutes(2), "completed");
+                Assert.That(done.Int("request_counts.completed"), Is.EqualTo(10));
+                return clock.Elapsed;
+            }
+
+            await RunSmallAsync(); // warm-up: the first batch pays for start-up
+            var alone = await RunSmallAsync();
+
+            var bigFile = string.Join("\n", Enumerable.Range(0, 3000).Select(i => BatchApi.ChatLine($"b{i}", $"big {i}")));
+            var bigBatch = await big.CreateBatchAsync(await big.UploadAsync(bigFile));
+            var bigId = bigBatch.Str("id")!;
+            await Eventually.WaitUntilAsync(async () => (await big.GetBatchAsync(bigId)).Int("request_counts.completed") >= 20, timeoutSeconds: 60);
+            var shared = await RunSmallAsync();
+            var bigProgress = (await big.GetBatchAsync(bigId)).Int("request_counts.completed");
+            TestContext.Out.WriteLine($"small batch alone {alone.TotalSeconds:F2} s, behind the big batch {shared.TotalSeconds:F2} s; big batch {bigProgress}/3000 done then");
+
+            Assert.That(bigProgress, Is.LessThan(3000), "the big batch was still running: the small one did not wait for it");
+            Assert.That(shared.TotalSeconds, Is.LessThanOrEqualTo((alone.TotalSeconds * 2.5) + 0.5), "about twice its time alone at most");
+            using var cancel = await big.PostAsync($"/v1/batches/{bigId}/cancel", null);
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue, queue + "-batch");
+        }
+    }
+}
