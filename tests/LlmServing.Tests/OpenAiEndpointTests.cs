@@ -33,6 +33,8 @@ public sealed class OpenAiEndpointTests
         {
             ["Inference:ModelPath"] = TestServices.StoriesModelPath,
             ["Inference:ContextSize"] = "512",
+            // The trained model is tiny and fast: report progress often, so that streams see text before the end.
+            ["Inference:ProgressInterval"] = "00:00:00.010",
         });
     }
 
@@ -114,7 +116,7 @@ public sealed class OpenAiEndpointTests
         {
             Content = JsonContent.Create(new
             {
-                prompt = "Once upon a time", max_tokens = 300, temperature = 0, ignore_eos = true, stream = true,
+                prompt = "Once upon a time", max_tokens = 450, temperature = 0, ignore_eos = true, stream = true,
                 stream_options = new { include_usage = true },
             }),
         };
@@ -133,13 +135,13 @@ public sealed class OpenAiEndpointTests
         Assert.That(chunks.Count(c => c["choices"]!.AsArray().Count > 0 && c["choices"]![0]!["text"]!.GetValue<string>().Length > 0), Is.GreaterThan(1),
             "the text arrives in pieces while it is generated");
         Assert.That(text, Does.StartWith(", there was a little girl named Lily."));
-        Assert.That(chunks[^1]["usage"]!["completion_tokens"]!.GetValue<int>(), Is.EqualTo(300));
+        Assert.That(chunks[^1]["usage"]!["completion_tokens"]!.GetValue<int>(), Is.EqualTo(450));
     }
 
     [Test]
     public async Task ShouldStreamAJobsTextThenTheJob_WhenFollowingItsStream()
     {
-        var accepted = await _producer.Client.SubmitAsync(new { prompt = "Once upon a time", max_tokens = 300, temperature = 0, ignore_eos = true });
+        var accepted = await _producer.Client.SubmitAsync(new { prompt = "Once upon a time", max_tokens = 450, temperature = 0, ignore_eos = true });
         using var response = await _producer.Client.GetAsync($"/v1/jobs/{accepted.Id}/stream", HttpCompletionOption.ResponseHeadersRead);
         var deltas = new List<SseReader.Event>();
         SseReader.Event? done = null;
@@ -168,7 +170,7 @@ public sealed class OpenAiEndpointTests
     [Test]
     public async Task ShouldSendOnlyTheRest_WhenAClientReconnectsWithLastEventId()
     {
-        var accepted = await _producer.Client.SubmitAsync(new { prompt = "Once upon a time", max_tokens = 300, temperature = 0, ignore_eos = true });
+        var accepted = await _producer.Client.SubmitAsync(new { prompt = "Once upon a time", max_tokens = 450, temperature = 0, ignore_eos = true });
         SseReader.Event first;
         using (var response = await _producer.Client.GetAsync($"/v1/jobs/{accepted.Id}/stream", HttpCompletionOption.ResponseHeadersRead))
         {
