@@ -152,5 +152,12 @@ public sealed class ProducerOptions
     [Range(0, int.MaxValue)]
     public int MaxQueuedJobsPerTenant { get; set; }
 
+    /// <summary>
+    /// The most enqueued batch work a tenant may have, in estimated tokens (prompt characters / 4 + max_tokens per
+    /// line; a file not read yet counts its size / 4), checked when a batch is created (429 above it). 0: no limit.
+    /// A tenant's own setting (<c>/v1/admin/tenants/{tenant}/settings</c>) replaces it.
+    /// </summary>
+    public long MaxEnqueuedTokensPerTenant { get; set; }
+
     public int EffectiveMaxPromptCharacters => MaxPromptCharacters > 0 ? MaxPromptCharacters : ContextSize * 8;
 }

@@ -85,4 +85,60 @@ public sealed class LimitsTests
             await Broker.DeleteAsync(queue);
         }
     }
+
+    [Test]
+    public async Task ShouldAnswer429WithTheLimit_WhenABatchWouldPassTheTenantsEnqueuedTokens()
+    {
+        var queue = $"llm-jobs-test-{TestServices.RunId}-tokenquota";
+        try
+        {
+            // No worker: enqueued work stays enqueued. A tenant of its own, with its limit set by the admin.
+            await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:AdminKey"] = "admin-for-token-quota" });
+            using var admin = new HttpClient { BaseAddress = producer.Client.BaseAddress };
+            admin.DefaultRequestHeaders.Authorization = new("Bearer", "admin-for-token-quota");
+            var tenant = $"quota-{TestServices.RunId}";
+            using var created = await admin.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = tenant });
+            producer.Client.DefaultRequestHeaders.Authorization = new("Bearer", System.Text.Json.Nodes.JsonNode.Parse(await created.Content.ReadAsStringAsync())!["key"]!.GetValue<string>());
+            using (var set = await admin.PutAsJsonAsync($"/v1/admin/tenants/{tenant}/settings", new { max_enqueued_tokens = 1500 }))
+            {
+                Assert.That((int)set.StatusCode, Is.EqualTo(200));
+            }
+
+            // 10 lines of max_tokens 100 and a short prompt: 1,000 estimated tokens each batch once read.
+            var file = string.Join("\n", Enumerable.Range(0, 10).Select(i => BatchApi.ChatLine($"q{i}", "hi", maxTokens: 100)));
+            async Task<HttpResponseMessage> CreateAsync() => await producer.Client.PostAsJsonAsync("/v1/batches",
+                new { input_file_id = await producer.Client.UploadAsync(file), endpoint = "/v1/chat/completions", completion_window = "24h" });
+
+            using var first = await CreateAsync();
+            var firstId = System.Text.Json.Nodes.JsonNode.Parse(await first.Content.ReadAsStringAsync())!.Str("id")!;
+            await producer.Client.WaitForBatchAsync(firstId, TimeSpan.FromSeconds(30), "in_progress");
+            using var second = await CreateAsync();
+            var body = await second.Content.ReadAsStringAsync();
+            var secondAccepted = (int)second.StatusCode == 200;
+            if (secondAccepted)
+            {
+                await producer.Client.WaitForBatchAsync(System.Text.Json.Nodes.JsonNode.Parse(body)!.Str("id")!, TimeSpan.FromSeconds(30), "in_progress");
+            }
+
+            using var third = await CreateAsync();
+            var problem = System.Text.Json.Nodes.JsonNode.Parse(await third.Content.ReadAsStringAsync())!;
+            using (await producer.Client.PostAsync($"/v1/batches/{firstId}/cancel", null))
+            {
+            }
+
+            await producer.Client.WaitForBatchAsync(firstId, TimeSpan.FromSeconds(30), "cancelled");
+            using var afterCancel = await CreateAsync();
+
+            Assert.That(secondAccepted, Is.True, "1,000 enqueued + this file's ~340: within 1,500");
+            Assert.That((int)third.StatusCode, Is.EqualTo(429));
+            Assert.That(problem["limit"]!.GetValue<long>(), Is.EqualTo(1500));
+            Assert.That(problem["enqueued"]!.GetValue<long>(), Is.EqualTo(2000), "two batches of 10 lines x 100 tokens");
+            Assert.That(problem["detail"]!.GetValue<string>(), Does.Contain("over the limit of 1500"));
+            Assert.That((int)afterCancel.StatusCode, Is.EqualTo(200), "cancelled work no longer counts");
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue, queue + "-batch");
+        }
+    }
 }

@@ -132,7 +132,8 @@ public sealed class BatchIngestion(
                 : parser.Parse(lineNumber, text);
             rows.Add(new BatchLineRow(
                 parsed.Job?.JobId ?? Guid.CreateVersion7(), lineNumber, parsed.CustomId,
-                parsed.Job is null ? null : JsonSerializer.Serialize(parsed.Job, JobPublisher.MessageJson), parsed.Error));
+                parsed.Job is null ? null : JsonSerializer.Serialize(parsed.Job, JobPublisher.MessageJson), parsed.Error,
+                parsed.Job is null ? 0 : EstimatedTokens(parsed.Job)));
             if (rows.Count >= o.IngestionChunkLines)
             {
                 if (!await FlushAsync(batch, chunkStart, offset, lineNumber, rows, ct))
@@ -175,6 +176,13 @@ public sealed class BatchIngestion(
         }
 
         return true;
+    }
+
+    /// <summary>A request's weight against the enqueued-token quota: prompt characters / 4 + max_tokens for every choice.</summary>
+    public static int EstimatedTokens(GenerateCompletion job)
+    {
+        long characters = job.Prompt?.Length ?? job.Messages?.Sum(m => m.Content.Length) ?? 0;
+        return (int)Math.Min(int.MaxValue, (characters / 4) + ((long)job.Parameters.MaxTokens * job.Parameters.N));
     }
 
     private static ReadOnlySpan<byte> Utf8Bom => [0xEF, 0xBB, 0xBF];

@@ -41,10 +41,11 @@ public static class BatchesApi
         HttpRequest http, string? endpoint, BatchStore batches, BatchLineStore lines, FileStore files, IBackgroundJobClient jobs,
         IOptions<ProducerOptions> options, Webhooks.WebhookTargetPolicy webhookPolicy, ResultStore.Webhooks.WebhookStore webhooks,
         [Microsoft.AspNetCore.Mvc.FromQuery(Name = "webhook_url")] string? webhookUrl, IOptions<Retention.RetentionOptions> retention,
-        CancellationToken ct)
+        ResultStore.Tenants.TenantSettingsStore settings, CancellationToken ct)
     {
         var o = options.Value;
         int? outputExpiresAfter = null;
+        var uploadedHere = false;
         string inputFileId;
         string? metadata = null;
         var mediaType = http.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
@@ -66,6 +67,7 @@ public static class BatchesApi
             {
                 var uploaded = await files.CreateAsync(http.HttpContext.Tenant(), "upload.jsonl", "batch", http.Body, o.MaxFileBytes, ct);
                 inputFileId = uploaded.Id;
+                uploadedHere = true;
                 await files.SetExpiryAsync([inputFileId], Retention.RetentionOptions.ExpiryOf(uploaded.CreatedAt, retention.Value.BatchFiles), ct);
             }
             catch (Exception e) when (e is FileTooLargeException or BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge })
@@ -168,6 +170,16 @@ public static class BatchesApi
                 "Send JSON ({\"input_file_id\", \"endpoint\", \"completion_window\"}) or the JSONL file itself as application/jsonl.");
         }
 
+        if (await QuotaProblemAsync(http.HttpContext.Tenant(), inputFileId, files, lines, settings, o, ct) is { } overQuota)
+        {
+            if (uploadedHere)
+            {
+                await files.DeleteAsync(inputFileId, CancellationToken.None); // the body was the file: nothing refers to it
+            }
+
+            return overQuota;
+        }
+
         var batch = await batches.CreateAsync(new Batch
         {
             Id = BatchStore.NewId(),
@@ -182,6 +194,36 @@ public static class BatchesApi
         // Not in the batch's transaction: if this enqueue is lost, the stalled-ingestion reaper starts the batch.
         BatchIngestion.Enqueue(jobs, o.EffectiveIngestionQueue, batch.Id);
         return TypedResults.Ok(BatchShapes.Batch(batch, await lines.CountsAsync(batch.Id, ct)));
+    }
+
+    /// <summary>
+    /// The enqueued-token quota (Azure's enqueued-token limit): 429 when the tenant's enqueued batch work plus this
+    /// file's estimate (its size / 4) exceeds its limit; null when within it or when there is no limit. Checked, not
+    /// reserved: two batches created at the same moment may both pass.
+    /// </summary>
+    private static async Task<IResult?> QuotaProblemAsync(
+        string tenant, string fileId, FileStore files, BatchLineStore lines, ResultStore.Tenants.TenantSettingsStore settings, ProducerOptions o,
+        CancellationToken ct)
+    {
+        var limit = (await settings.FindAsync(tenant, ct))?.MaxEnqueuedTokens ?? o.MaxEnqueuedTokensPerTenant;
+        if (limit <= 0)
+        {
+            return null;
+        }
+
+        var requested = ((await files.FindAsync(fileId, tenant, ct))?.Bytes ?? 0) / 4;
+        var enqueued = await lines.EnqueuedTokensAsync(tenant, ct);
+        if (enqueued + requested <= limit)
+        {
+            return null;
+        }
+
+        return TypedResults.Problem(
+            statusCode: StatusCodes.Status429TooManyRequests,
+            title: "Enqueued token limit reached",
+            detail: $"This tenant has {enqueued} estimated tokens of batch work enqueued; this file adds about {requested} " +
+                    $"(its size / 4), over the limit of {limit}. Retry when some of it has finished.",
+            extensions: new Dictionary<string, object?> { ["limit"] = limit, ["enqueued"] = enqueued, ["requested"] = requested });
     }
 
     private static async Task<IResult> GetAsync(string id, BatchStore batches, BatchLineStore lines, HttpContext http, CancellationToken ct) =>

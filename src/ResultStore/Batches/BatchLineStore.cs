@@ -16,7 +16,8 @@ public sealed record BatchCounts(int Total, int Completed, int Failed)
 }
 
 /// <summary>One line of a batch as stored: a job row (queued, or failed at once with its validation error).</summary>
-public sealed record BatchLineRow(Guid JobId, int LineNumber, string? CustomId, string? Request, string? Error);
+/// <param name="EstimatedTokens">Prompt characters / 4 + max_tokens (for every choice): what the line weighs against its tenant's quota.</param>
+public sealed record BatchLineRow(Guid JobId, int LineNumber, string? CustomId, string? Request, string? Error, int EstimatedTokens = 0);
 
 /// <summary>A finished line, read back in line order to write the output and error files.</summary>
 public sealed record BatchResultRow(
@@ -48,6 +49,22 @@ public sealed class BatchLineStore(NpgsqlDataSource data, TimeProvider clock)
         {
             PromptTokens = reader.GetInt64(3), CompletionTokens = reader.GetInt64(4), CachedTokens = reader.GetInt64(5),
         };
+    }
+
+    /// <summary>
+    /// The tenant's enqueued batch work in estimated tokens: its unfinished lines, plus the input files of its batches
+    /// still being read (their size / 4 until their lines are read).
+    /// </summary>
+    public async Task<long> EnqueuedTokensAsync(string tenantId, CancellationToken ct)
+    {
+        await using var command = data.CreateCommand("""
+            SELECT (SELECT COALESCE(sum(estimated_tokens), 0) FROM jobs
+                    WHERE tenant_id = $1 AND batch_id IS NOT NULL AND status IN ('queued', 'running'))
+                 + (SELECT COALESCE(sum(f.bytes / 4), 0) FROM batches b JOIN files f ON f.id = b.input_file_id
+                    WHERE b.tenant_id = $1 AND b.status = 'validating')
+            """);
+        command.Parameters.AddWithValue(tenantId);
+        return Convert.ToInt64(await command.ExecuteScalarAsync(ct));
     }
 
     public async Task<List<string>> CustomIdsAsync(string batchId, CancellationToken ct)
@@ -96,7 +113,7 @@ public sealed class BatchLineStore(NpgsqlDataSource data, TimeProvider clock)
         if (rows.Count > 0)
         {
             await using var import = await connection.BeginBinaryImportAsync(
-                "COPY jobs (id, tenant_id, status, request, created_at, attempts, batch_id, custom_id, line_number, error, finished_at, queue) FROM STDIN (FORMAT BINARY)",
+                "COPY jobs (id, tenant_id, status, request, created_at, attempts, batch_id, custom_id, line_number, error, finished_at, queue, estimated_tokens) FROM STDIN (FORMAT BINARY)",
                 ct);
             foreach (var row in rows)
             {
@@ -121,6 +138,7 @@ public sealed class BatchLineStore(NpgsqlDataSource data, TimeProvider clock)
                 }
 
                 await import.WriteAsync(batch.JobQueue, NpgsqlDbType.Varchar, ct);
+                await import.WriteAsync(row.EstimatedTokens, NpgsqlDbType.Integer, ct);
             }
 
             await import.CompleteAsync(ct);

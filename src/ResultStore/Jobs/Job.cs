@@ -97,6 +97,9 @@ public sealed class Job
 
     /// <summary>Tokens generated when <see cref="PartialText"/> was written.</summary>
     public int? PartialTokens { get; set; }
+
+    /// <summary>Batch lines: prompt characters / 4 + max_tokens, the line's weight against its tenant's enqueued-token quota.</summary>
+    public int? EstimatedTokens { get; set; }
 }
 
 /// <summary>Tenants until API keys exist: every job belongs to the default tenant.</summary>

@@ -289,6 +289,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("text")
                         .HasColumnName("error");
 
+                    b.Property<int?>("EstimatedTokens")
+                        .HasColumnType("integer")
+                        .HasColumnName("estimated_tokens");
+
                     b.Property<DateTimeOffset?>("EventSentAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("event_sent_at");
