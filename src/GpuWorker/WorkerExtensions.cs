@@ -1,3 +1,4 @@
+using LlmServing.ServiceDefaults;
 using LlmServing.GpuWorker.Inference;
 using LlmServing.GpuWorker.Jobs;
 using LlmServing.ResultStore;
@@ -23,11 +24,13 @@ public static class WorkerExtensions
     public static IHostApplicationBuilder AddGpuWorker(this IHostApplicationBuilder builder, bool llamaEngine = true, bool ownBus = true)
     {
         builder.AddResultStore();
+        builder.AddLlmServingTelemetry("llmserving-worker");
         var inferenceOptions = builder.Services.AddOptions<InferenceOptions>().BindConfiguration(InferenceOptions.Section);
         builder.Services.AddOptions<WorkerOptions>().BindConfiguration(WorkerOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
 
         builder.Services.AddSingleton<HeldJobs>();
+        builder.Services.AddSingleton<JobTelemetry>();
         builder.Services.AddSingleton(sp => new SlotGate(sp.GetRequiredService<IOptions<InferenceOptions>>().Value.Slots));
         builder.Services.AddHostedService<JobLeaseRenewer>();
         if (llamaEngine)
@@ -45,6 +48,7 @@ public static class WorkerExtensions
             builder.Services.AddHostedService<WorkerWarmup>(); // before MassTransit starts consuming
             builder.Services.AddHostedService<CancellationWatcher>();
             builder.Services.AddHostedService<IdleShutdown>();
+            builder.Services.AddHealthChecks().AddCheck<ModelLoadedHealthCheck>("model", tags: ["ready"]);
             builder.Services.AddHostedService<WorkerMetrics>();
         }
 

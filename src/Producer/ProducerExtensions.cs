@@ -1,3 +1,4 @@
+using LlmServing.ServiceDefaults;
 using LlmServing.Producer.Usage;
 using LlmServing.Producer.Streaming;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -29,6 +30,7 @@ public static class ProducerExtensions
     public static WebApplicationBuilder AddProducer(this WebApplicationBuilder builder, bool ownBus = true)
     {
         builder.AddResultStore();
+        builder.AddLlmServingTelemetry("llmserving-producer");
         builder.Services.AddOptions<ProducerOptions>().BindConfiguration(ProducerOptions.Section)
             .ValidateDataAnnotations()
             .Validate(o => !o.RequireAdminKey || o.AdminKey.Length >= 16,
@@ -100,6 +102,7 @@ public static class ProducerExtensions
         builder.Services.TryAddSingleton<Webhooks.IWebhookHostResolver, Webhooks.DnsWebhookHostResolver>();
         builder.Services.AddSingleton<Webhooks.WebhookTargetPolicy>();
         builder.Services.AddSingleton<Usage.TenantUsageMetrics>();
+        builder.Services.AddSingleton<JobOutcomeMetrics>();
         builder.Services.AddHostedService<Webhooks.ResultEventDispatcher>();
 
         // Retention: the recurring clean-up of files, jobs, batches and webhook deliveries.

@@ -50,6 +50,8 @@ public sealed partial class ManifestTests
         Assert.That(TimeSpan.Parse(Env(worker, "Worker__DrainTimeout")).TotalSeconds, Is.LessThan(grace), "the drain must end before Kubernetes kills the pod");
         Assert.That(TimeSpan.Parse(Env(worker, "Worker__IdleTimeout")), Is.EqualTo(new WorkerOptions().IdleTimeout), "KEDA scales to zero; pods do not exit on idle");
         Assert.That(Env(worker, "Database__MigrateOnStart"), Is.EqualTo("false"));
+        Assert.That(worker, Does.Contain("path: /health/ready").And.Contain("path: /health/live"), "probes on the worker's metrics port");
+        Assert.That(Env(worker, "Worker__MetricsPort"), Is.EqualTo("9090"));
         Assert.That(Manifest("migration-job.yaml"), Does.Contain("--migrate-only"));
     }
 

@@ -30,7 +30,11 @@ public sealed class MetricsTests
             using var scraper = new HttpClient();
             var workerMetrics = await scraper.GetStringAsync($"http://127.0.0.1:{port}/metrics");
 
-            Assert.That(scraped, Does.Contain("llmserving_jobs{status=\"succeeded\"}"));
+            Assert.That(scraped, Does.Contain("llmserving_jobs_finished_total{status=\"succeeded\"}"));
+            Assert.That(scraped, Does.Contain("llmserving_oldest_queued_job_age_seconds{lane=\"interactive\"}"));
+            Assert.That(workerMetrics, Does.Contain("llmserving_worker_time_to_first_token_seconds_count{lane=\"interactive\"} 1"));
+            Assert.That(await scraper.GetStringAsync($"http://127.0.0.1:{port}/health/live"), Is.EqualTo("live"));
+            Assert.That(await scraper.GetStringAsync($"http://127.0.0.1:{port}/health/ready"), Is.EqualTo("ready"));
             Assert.That(scraped, Does.Contain("llmserving_job_latency_seconds_count{stage=\"total\"} 1"));
             Assert.That(workerMetrics, Does.Contain("llmserving_worker_tokens_generated_total 9"));
             Assert.That(workerMetrics, Does.Contain("llmserving_worker_sequences_completed_total 1"));

@@ -203,8 +203,15 @@ internal sealed class ActiveSequence : IDisposable
     /// Takes a sampled token (not end-of-generation): appends its text, and returns why the sequence ends (a stop
     /// string, cut off the text; or <c>max_tokens</c>), or null when the token should be fed back for the next step.
     /// </summary>
+    /// <summary>When the sequence was admitted.</summary>
+    public DateTimeOffset AdmittedAt { get; } = DateTimeOffset.UtcNow;
+
+    /// <summary>When its first token was sampled.</summary>
+    public DateTimeOffset? FirstTokenAt { get; private set; }
+
     public string? Accept(LLamaToken token)
     {
+        FirstTokenAt ??= DateTimeOffset.UtcNow;
         Generated++;
         _decoder.Add(token);
         var before = _text.Length;
@@ -226,6 +233,8 @@ internal sealed class ActiveSequence : IDisposable
         {
             CachedTokens = CachedTokens,
             Logprobs = TokenLogprobs,
+            AdmittedAt = AdmittedAt,
+            FirstTokenAt = FirstTokenAt,
         };
 
     public void Dispose()

@@ -425,6 +425,8 @@ public sealed class BatchScheduler(
                 CachedTokens = s.Pending.CachedTokens,
                 Logprobs = all[0].Logprobs,
                 Choices = all,
+                AdmittedAt = s.AdmittedAt,
+                FirstTokenAt = s.FirstTokenAt,
             });
         }
     }

@@ -30,6 +30,12 @@ public sealed record GenerationOutcome(
     /// <summary>Every choice, when the request asked for more than one (<see cref="Text"/> is the first).</summary>
     public IReadOnlyList<GenerationChoice>? Choices { get; init; }
 
+    /// <summary>When the request took a sequence slot (its prefill joined the next decode step).</summary>
+    public DateTimeOffset? AdmittedAt { get; init; }
+
+    /// <summary>When its first token was sampled (prefill done).</summary>
+    public DateTimeOffset? FirstTokenAt { get; init; }
+
     public static GenerationOutcome Failed(string error, int promptTokens = 0) => new("", null, promptTokens, 0, error);
 }
 

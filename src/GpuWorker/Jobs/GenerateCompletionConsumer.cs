@@ -13,6 +13,7 @@ namespace LlmServing.GpuWorker.Jobs;
 /// </summary>
 public sealed class GenerateCompletionConsumer(
     JobStore jobs,
+    JobTelemetry telemetry,
     HeldJobs held,
     SlotGate slots,
     IGenerator generator,
@@ -82,6 +83,14 @@ public sealed class GenerateCompletionConsumer(
             return;
         }
 
+        // One span per run of a job, under the consume span (itself under the HTTP request that accepted the job,
+        // through the trace context MassTransit carries): queue wait, admission, first token and the end as events.
+        using var activity = JobTelemetry.Source.StartActivity("llm.generate");
+        activity?.SetTag("llmserving.job_id", message.JobId.ToString());
+        activity?.SetTag("llmserving.batch_id", message.BatchId);
+        activity?.SetTag("llmserving.attempt", job.Attempts);
+        activity?.AddEvent(new System.Diagnostics.ActivityEvent("queued", job.CreatedAt));
+        activity?.AddEvent(new System.Diagnostics.ActivityEvent("claimed", job.StartedAt ?? DateTimeOffset.UtcNow));
         GenerationOutcome outcome;
         try
         {
@@ -96,6 +105,8 @@ public sealed class GenerateCompletionConsumer(
             logger.LogError(e, "Job {JobId} failed permanently after {Attempts} attempts", message.JobId, job.Attempts);
             throw new PoisonJobException(message.JobId, e);
         }
+
+        telemetry.Record(activity, job, outcome);
 
         // The result must be durable before the message is acknowledged, so the write ignores the consume token.
         if (outcome.Error is not null)

@@ -85,6 +85,7 @@ public sealed class JobSubmitter(
                 $"The Idempotency-Key '{idempotencyKey}' was already used for job {stored.Id} with a different request body."));
         }
 
+        System.Diagnostics.Activity.Current?.SetTag("llmserving.job_id", stored.Id.ToString());
         if (created)
         {
             // The job is durable now; if the broker is unreachable the sweep publishes it later.

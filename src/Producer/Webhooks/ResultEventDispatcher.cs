@@ -15,7 +15,7 @@ namespace LlmServing.Producer.Webhooks;
 /// stable message id.
 /// </summary>
 public sealed class ResultEventDispatcher(
-    ResultEventStore store, IBus bus, IOptions<WebhookOptions> options, TimeProvider clock, Usage.TenantUsageMetrics usage,
+    ResultEventStore store, IBus bus, IOptions<WebhookOptions> options, TimeProvider clock, Usage.TenantUsageMetrics usage, JobOutcomeMetrics outcomes,
     ILogger<ResultEventDispatcher> logger) : BackgroundService
 {
     private const int PageSize = 500;
@@ -60,6 +60,7 @@ public sealed class ResultEventDispatcher(
         foreach (var job in claim.Items)
         {
             usage.Record(job.TenantId, job.Status, job.PromptTokens, job.CompletionTokens, job.CachedTokens);
+            outcomes.Record(job.Status, job.CreatedAt, job.StartedAt, job.FinishedAt);
         }
 
         return claim.Items.Count;

@@ -43,6 +43,10 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
             .HasDatabaseName("ix_jobs_final_finished")
             .HasFilter("status IN ('succeeded', 'failed', 'cancelled', 'expired')");
         builder.HasIndex(j => new { j.TenantId, j.CreatedAt });
+        // The age of the oldest queued interactive job (a metric), without scanning.
+        builder.HasIndex(j => j.CreatedAt)
+            .HasDatabaseName("ix_jobs_queued_interactive")
+            .HasFilter("status = 'queued' AND batch_id IS NULL");
         // Fair share (ADR 0007): a tenant's batch lines waiting in PostgreSQL, and those sent or running.
         builder.HasIndex(j => new { j.TenantId, j.BatchId, j.LineNumber })
             .HasDatabaseName("ix_jobs_batch_backlog")

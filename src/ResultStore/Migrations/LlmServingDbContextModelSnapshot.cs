@@ -388,8 +388,8 @@ namespace LlmServing.ResultStore.Migrations
                         .HasName("pk_jobs");
 
                     b.HasIndex("CreatedAt")
-                        .HasDatabaseName("ix_jobs_unpublished")
-                        .HasFilter("queued_at IS NULL AND status = 'queued'");
+                        .HasDatabaseName("ix_jobs_queued_interactive")
+                        .HasFilter("status = 'queued' AND batch_id IS NULL");
 
                     b.HasIndex("Deadline")
                         .HasDatabaseName("ix_jobs_queued_deadline")

@@ -6,7 +6,12 @@ namespace LlmServing.ResultStore.Webhooks;
 public sealed record OwedJobEvent(
     Guid Id, string TenantId, string Status, string? FinishReason, string? OutputText, string? Error,
     int? PromptTokens, int? CompletionTokens, int? CachedTokens, string? IdempotencyKey, string? BatchId, string? CustomId,
-    DateTimeOffset? FinishedAt, string? WebhookUrl);
+    DateTimeOffset? FinishedAt, string? WebhookUrl)
+{
+    public DateTimeOffset CreatedAt { get; init; }
+
+    public DateTimeOffset? StartedAt { get; init; }
+}
 
 /// <summary>A final batch whose event is owed, with its line counts and token sums.</summary>
 public sealed record OwedBatchEvent(
@@ -35,7 +40,7 @@ public sealed class ResultEventStore(NpgsqlDataSource data, TimeProvider clock)
         await using (var command = new NpgsqlCommand($"""
             SELECT j.id, j.tenant_id, j.status, j.finish_reason, j.output_text, j.error, j.prompt_tokens, j.completion_tokens,
                    j.cached_tokens, j.idempotency_key, j.batch_id, j.custom_id, j.finished_at,
-                   COALESCE(j.webhook_url, CASE WHEN j.batch_id IS NULL THEN w.url END)
+                   COALESCE(j.webhook_url, CASE WHEN j.batch_id IS NULL THEN w.url END), j.created_at, j.started_at
             FROM jobs j LEFT JOIN tenant_webhooks w ON w.tenant_id = j.tenant_id
             WHERE j.event_sent_at IS NULL AND j.status IN {FinalJobs}
             ORDER BY j.id LIMIT $1
@@ -49,7 +54,11 @@ public sealed class ResultEventStore(NpgsqlDataSource data, TimeProvider clock)
                 items.Add(new OwedJobEvent(
                     reader.GetGuid(0), reader.GetString(1), reader.GetString(2), Str(reader, 3), Str(reader, 4), Str(reader, 5),
                     Int(reader, 6), Int(reader, 7), Int(reader, 8), Str(reader, 9), Str(reader, 10), Str(reader, 11),
-                    reader.IsDBNull(12) ? null : reader.GetFieldValue<DateTimeOffset>(12), Str(reader, 13)));
+                    reader.IsDBNull(12) ? null : reader.GetFieldValue<DateTimeOffset>(12), Str(reader, 13))
+                {
+                    CreatedAt = reader.GetFieldValue<DateTimeOffset>(14),
+                    StartedAt = reader.IsDBNull(15) ? null : reader.GetFieldValue<DateTimeOffset>(15),
+                });
             }
         }
 
