@@ -52,21 +52,10 @@ public static class WorkerExtensions
             builder.Services.AddHostedService<WorkerMetrics>();
         }
 
-        var rabbit = builder.Configuration.GetConnectionString("RabbitMq")
-            ?? throw new OptionsValidationException("ConnectionStrings:RabbitMq", typeof(string),
-                ["ConnectionStrings:RabbitMq is not set (environment variable ConnectionStrings__RabbitMq)."]);
+        BusDefaults.RabbitMqAddress(builder.Configuration); // fails fast when not configured
         if (ownBus)
         {
-            builder.Services.AddMassTransit(x =>
-            {
-                x.DisableUsageTelemetry(); // no calls out of the deployment
-                AddWorkerConsumers(x);
-                x.UsingRabbitMq((context, cfg) =>
-                {
-                    cfg.Host(new Uri(rabbit));
-                    ConfigureWorkerEndpoints(context, cfg);
-                });
-            });
+            builder.AddLlmServingBus(AddWorkerConsumers, ConfigureWorkerEndpoints);
         }
 
         // Graceful stop: MassTransit stops receiving, waits DrainTimeout for running jobs, then cancels the rest;

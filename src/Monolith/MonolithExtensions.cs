@@ -1,3 +1,4 @@
+using LlmServing.ServiceDefaults;
 using LlmServing.GpuWorker;
 using LlmServing.Producer;
 using MassTransit;
@@ -15,17 +16,7 @@ public static class MonolithExtensions
     {
         builder.AddProducer(ownBus: false);
         builder.AddGpuWorker(ownBus: false);
-        var rabbit = builder.Configuration.GetConnectionString("RabbitMq")!;
-        builder.Services.AddMassTransit(x =>
-        {
-            x.DisableUsageTelemetry(); // no calls out of the deployment
-            WorkerExtensions.AddWorkerConsumers(x);
-            x.UsingRabbitMq((context, cfg) =>
-            {
-                cfg.Host(new Uri(rabbit));
-                WorkerExtensions.ConfigureWorkerEndpoints(context, cfg);
-            });
-        });
+        builder.AddLlmServingBus(WorkerExtensions.AddWorkerConsumers, WorkerExtensions.ConfigureWorkerEndpoints);
         return builder;
     }
 }

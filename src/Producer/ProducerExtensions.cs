@@ -1,7 +1,7 @@
 using LlmServing.ServiceDefaults;
 using LlmServing.Producer.Usage;
 using LlmServing.Producer.Streaming;
-using Microsoft.Extensions.DependencyInjection.Extensions;
+using LlmServing.Producer.Retention;
 using LlmServing.Producer.Webhooks;
 using System.Text.Json;
 using LlmServing.Producer.Batches;
@@ -43,78 +43,26 @@ public static class ProducerExtensions
             o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never;
         });
         builder.Services.AddProblemDetails();
-        builder.Services.AddRateLimiter(o =>
-        {
-            // Per tenant: a token bucket refilled at Producer:RateLimitPerSecond; 429 + Retry-After when empty.
-            o.AddPolicy(JobsApi.SubmitPolicy, context =>
-            {
-                var rate = context.RequestServices.GetRequiredService<IOptions<ProducerOptions>>().Value.RateLimitPerSecond;
-                if (rate <= 0)
-                {
-                    return System.Threading.RateLimiting.RateLimitPartition.GetNoLimiter("off");
-                }
-
-                return System.Threading.RateLimiting.RateLimitPartition.GetTokenBucketLimiter(context.Tenant(), _ => new System.Threading.RateLimiting.TokenBucketRateLimiterOptions
-                {
-                    TokenLimit = Math.Max(1, (int)Math.Ceiling(rate * 2)),
-                    TokensPerPeriod = Math.Max(1, (int)Math.Ceiling(rate)),
-                    ReplenishmentPeriod = TimeSpan.FromSeconds(Math.Max(1, Math.Ceiling(rate) / rate)),
-                    QueueLimit = 0,
-                    AutoReplenishment = true,
-                });
-            });
-            o.OnRejected = async (context, ct) =>
-            {
-                var retryAfter = context.Lease.TryGetMetadata(System.Threading.RateLimiting.MetadataName.RetryAfter, out var wait) ? Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds)) : 1;
-                context.HttpContext.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                await Results.Problem(statusCode: StatusCodes.Status429TooManyRequests, title: "Rate limit exceeded",
-                    detail: $"This tenant submits jobs faster than its limit; retry after {retryAfter} s.").ExecuteAsync(context.HttpContext);
-            };
-        });
+        builder.AddTenantLimits();
         builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
         builder.Services.AddOpenApi();
 
-        var rabbit = builder.Configuration.GetConnectionString("RabbitMq")
-            ?? throw new OptionsValidationException("ConnectionStrings:RabbitMq", typeof(string),
-                ["ConnectionStrings:RabbitMq is not set (environment variable ConnectionStrings__RabbitMq)."]);
+        BusDefaults.RabbitMqAddress(builder.Configuration); // fails fast when not configured
         if (ownBus)
         {
-            // Send-only: the Producer consumes nothing.
-            builder.Services.AddMassTransit(x =>
-            {
-                x.DisableUsageTelemetry(); // no calls out of the deployment
-                x.UsingRabbitMq((_, cfg) => cfg.Host(new Uri(rabbit)));
-            });
+            builder.AddLlmServingBus(); // send-only: the Producer consumes nothing
         }
-        builder.Services.AddSingleton<InvalidKeyLimiter>();
+
         builder.Services.AddSingleton<JobQueueDeclarer>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobQueueDeclarer>());
         builder.Services.AddSingleton<JobPublisher>();
         builder.Services.AddSingleton<JobSubmitter>();
-        builder.Services.AddSingleton<Streaming.JobChangeListener>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<Streaming.JobChangeListener>());
-        builder.Services.AddSingleton<Streaming.JobFollower>();
         builder.Services.AddHostedService<PublishSweeper>();
         builder.Services.AddHostedService<JobReaper>();
-
-        // Results out: events of final states on the bus and signed webhooks (ADR 0006).
-        builder.Services.AddOptions<Webhooks.WebhookOptions>().BindConfiguration(Webhooks.WebhookOptions.Section);
-        builder.Services.TryAddSingleton<Webhooks.IWebhookHostResolver, Webhooks.DnsWebhookHostResolver>();
-        builder.Services.AddSingleton<Webhooks.WebhookTargetPolicy>();
-        builder.Services.AddSingleton<Usage.TenantUsageMetrics>();
-        builder.Services.AddSingleton<JobOutcomeMetrics>();
-        builder.Services.AddHostedService<Webhooks.ResultEventDispatcher>();
-
-        // Retention: the recurring clean-up of files, jobs, batches and webhook deliveries.
-        builder.Services.AddOptions<Retention.RetentionOptions>().BindConfiguration(Retention.RetentionOptions.Section);
-        builder.Services.AddHostedService<Retention.RetentionSweeper>();
-        builder.Services.AddHostedService<Webhooks.WebhookSender>();
-
-        // Batch files: Hangfire (on the same PostgreSQL) runs the durable ingestion jobs; the finalizer ends batches.
-        builder.Services.AddIngestionHangfire(builder.Configuration.GetConnectionString("Postgres")!);
-        builder.Services.AddHostedService<BatchFinalizer>();
-        builder.Services.AddHostedService<BatchReleaser>();
-        builder.Services.AddHostedService<StalledIngestionReaper>();
+        builder.AddStreaming();
+        builder.AddResultsOut();
+        builder.AddRetention();
+        builder.AddBatches();
         builder.Services.AddSingleton(_ => Prometheus.Metrics.NewCustomRegistry());
         builder.Services.AddHostedService<JobMetrics>();
         return builder;
