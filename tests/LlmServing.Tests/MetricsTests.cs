@@ -32,6 +32,7 @@ public sealed class MetricsTests
 
             Assert.That(scraped, Does.Contain("llmserving_jobs_finished_total{status=\"succeeded\"}"));
             Assert.That(scraped, Does.Contain("llmserving_oldest_queued_job_age_seconds{lane=\"interactive\"}"));
+            Assert.That(scraped, Does.Match("llmserving_tenant_tokens_total\\{tenant=\"default\",kind=\"completion\"\\} [1-9]"), "tokens per tenant");
             Assert.That(workerMetrics, Does.Contain("llmserving_worker_time_to_first_token_seconds_count{lane=\"interactive\"} 1"));
             Assert.That(await scraper.GetStringAsync($"http://127.0.0.1:{port}/health/live"), Is.EqualTo("live"));
             Assert.That(await scraper.GetStringAsync($"http://127.0.0.1:{port}/health/ready"), Is.EqualTo("ready"));
