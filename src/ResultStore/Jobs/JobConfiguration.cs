@@ -44,7 +44,8 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
             .HasFilter("status IN ('succeeded', 'failed', 'cancelled', 'expired')");
         builder.HasIndex(j => new { j.TenantId, j.CreatedAt });
         // The age of the oldest queued interactive job (a metric), without scanning.
-        builder.HasIndex(j => j.CreatedAt)
+        // (Named in the model: another index, ix_jobs_unpublished, is on created_at too.)
+        builder.HasIndex(j => j.CreatedAt, "ix_jobs_queued_interactive")
             .HasDatabaseName("ix_jobs_queued_interactive")
             .HasFilter("status = 'queued' AND batch_id IS NULL");
         // Fair share (ADR 0007): a tenant's batch lines waiting in PostgreSQL, and those sent or running.

@@ -388,8 +388,8 @@ namespace LlmServing.ResultStore.Migrations
                         .HasName("pk_jobs");
 
                     b.HasIndex("CreatedAt")
-                        .HasDatabaseName("ix_jobs_queued_interactive")
-                        .HasFilter("status = 'queued' AND batch_id IS NULL");
+                        .HasDatabaseName("ix_jobs_unpublished")
+                        .HasFilter("queued_at IS NULL AND status = 'queued'");
 
                     b.HasIndex("Deadline")
                         .HasDatabaseName("ix_jobs_queued_deadline")
@@ -429,6 +429,10 @@ namespace LlmServing.ResultStore.Migrations
                     b.HasIndex("TenantId", "BatchId", "LineNumber")
                         .HasDatabaseName("ix_jobs_batch_backlog")
                         .HasFilter("status = 'queued' AND queued_at IS NULL AND batch_id IS NOT NULL");
+
+                    b.HasIndex(new[] { "CreatedAt" }, "ix_jobs_queued_interactive")
+                        .HasDatabaseName("ix_jobs_queued_interactive")
+                        .HasFilter("status = 'queued' AND batch_id IS NULL");
 
                     b.ToTable("jobs", (string)null);
                 });

@@ -12,8 +12,8 @@ using Npgsql.EntityFrameworkCore.PostgreSQL.Metadata;
 namespace LlmServing.ResultStore.Migrations
 {
     [DbContext(typeof(LlmServingDbContext))]
-    [Migration("20261128093731_BatchFairShare")]
-    partial class BatchFairShare
+    [Migration("20261128100601_ResultsOutRetentionAndFairShare")]
+    partial class ResultsOutRetentionAndFairShare
     {
         /// <inheritdoc />
         protected override void BuildTargetModel(ModelBuilder modelBuilder)
@@ -292,6 +292,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("text")
                         .HasColumnName("error");
 
+                    b.Property<int?>("EstimatedTokens")
+                        .HasColumnType("integer")
+                        .HasColumnName("estimated_tokens");
+
                     b.Property<DateTimeOffset?>("EventSentAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("event_sent_at");
@@ -428,6 +432,10 @@ namespace LlmServing.ResultStore.Migrations
                     b.HasIndex("TenantId", "BatchId", "LineNumber")
                         .HasDatabaseName("ix_jobs_batch_backlog")
                         .HasFilter("status = 'queued' AND queued_at IS NULL AND batch_id IS NOT NULL");
+
+                    b.HasIndex(new[] { "CreatedAt" }, "ix_jobs_queued_interactive")
+                        .HasDatabaseName("ix_jobs_queued_interactive")
+                        .HasFilter("status = 'queued' AND batch_id IS NULL");
 
                     b.ToTable("jobs", (string)null);
                 });
