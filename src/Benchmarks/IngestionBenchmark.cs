@@ -9,8 +9,9 @@ using Npgsql;
 namespace LlmServing.Benchmarks;
 
 /// <summary>
-/// Batch ingestion: a JSONL file of N chat lines uploaded (streamed from disk), validated, bulk-inserted and every
-/// line published to RabbitMQ. Measures lines/s from the start of the upload to the last broker confirm, and the
+/// Batch ingestion: a JSONL file of N chat lines uploaded (streamed from disk), validated and bulk-inserted until
+/// every line is eligible to run (the batch is <c>published</c>: its lines are in PostgreSQL, from where the releaser
+/// sends a tenant's window at a time, ADR 0007). Measures lines/s from the start of the upload to that moment, and the
 /// process's peak working set above its level before the upload (the Producer runs in this process; no worker).
 /// </summary>
 public static class IngestionBenchmark
@@ -85,7 +86,7 @@ public static class IngestionBenchmark
         }
 
         clock.Stop();
-        Console.WriteLine($"  {lines} lines: validated and inserted after {validated?.TotalSeconds:F1} s, all published after {clock.Elapsed.TotalSeconds:F1} s");
+        Console.WriteLine($"  {lines} lines: validated and inserted after {validated?.TotalSeconds:F1} s, every line eligible to run after {clock.Elapsed.TotalSeconds:F1} s");
         await sampling.CancelAsync();
         await sampler;
         await services.DeleteQueueAsync(stack.Queue);

@@ -164,7 +164,7 @@ if (!skip.Contains("ingestion"))
     {
         var (rate, seconds, peakMb) = await IngestionBenchmark.RunAsync(services, lines);
         ingestion.Add((lines, rate, seconds, peakMb));
-        Console.WriteLine($"ingestion {lines,7} lines: {rate,8:F0} lines/s ({seconds:F1} s upload to all published), peak +{peakMb:F0} MB");
+        Console.WriteLine($"ingestion {lines,7} lines: {rate,8:F0} lines/s ({seconds:F1} s upload to every line eligible), peak +{peakMb:F0} MB");
     }
 }
 

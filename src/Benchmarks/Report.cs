@@ -92,7 +92,8 @@ public sealed class Report(string machine, string modelPath, string workload)
             md.AppendLine();
             md.AppendLine("## 5. Batch ingestion").AppendLine();
             md.AppendLine("A JSONL file of chat lines streamed from disk to `POST /v1/files`, then `POST /v1/batches`; timed until every line is " +
-                          "validated, bulk-inserted (binary COPY) and confirmed by RabbitMQ. Peak memory: the process's working set above its level " +
+                          "validated, bulk-inserted (binary COPY) and eligible to run (since fair share, ADR 0007, lines wait in PostgreSQL and the " +
+                          "releaser sends each tenant's window to RabbitMQ). Peak memory: the process's working set above its level " +
                           "before the upload (the Producer runs inside the benchmark process; no worker).").AppendLine();
             md.AppendLine("| lines | seconds | lines/s | peak memory above baseline |");
             md.AppendLine("|---:|---:|---:|---:|");
