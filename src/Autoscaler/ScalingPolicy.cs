@@ -36,7 +36,7 @@ public sealed record ScalingDecision(int Desired, string Reason, ScalingState St
 
 /// <summary>
 /// desired = ceil(depth / target per worker), clamped to [max(min, 1), max] while the queue is active (depth above the
-/// activation threshold); when inactive, the current workers are kept until the queue has been inactive for the
+/// activation threshold), but never above the running workers while no message is ready (all held); when inactive, the current workers are kept until the queue has been inactive for the
 /// cool-down, then <c>min</c> (usually zero). A pure function: the same inputs give the same decision.
 /// </summary>
 public static class ScalingPolicy
@@ -53,6 +53,14 @@ public static class ScalingPolicy
             var reason = wanted > settings.MaxWorkers
                 ? $"depth {depth.Total} wants {wanted}, capped at max {settings.MaxWorkers}"
                 : $"depth {depth.Total} / {settings.TargetPerWorker} per worker = {desired}";
+            if (depth.Ready == 0 && desired > running)
+            {
+                // Every message is held by a running worker: a new one would find nothing to take. (At the tail of a
+                // burst, a worker that went idle and exited was otherwise replaced, model load and all, for nothing.)
+                return new ScalingDecision(Math.Max(running, settings.MinWorkers),
+                    $"depth {depth.Total} is all unacknowledged: the {running} running workers hold it; none added", next);
+            }
+
             return new ScalingDecision(desired, reason, next);
         }
 

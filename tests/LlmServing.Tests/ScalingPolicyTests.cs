@@ -49,6 +49,16 @@ public sealed class ScalingPolicyTests
     }
 
     [Test]
+    public void ShouldNotAddWorkers_WhenEveryMessageIsHeldByARunningWorker()
+    {
+        // The tail of a burst: 30 messages in flight on 3 workers, the 4th went idle and exited. A new process would
+        // load the model and find nothing to take.
+        Assert.That(Decide(0, 30, 3).Desired, Is.EqualTo(3));
+        Assert.That(Decide(1, 30, 3).Desired, Is.EqualTo(4), "one ready message is work for another worker");
+        Assert.That(Decide(0, 30, 0).Desired, Is.Zero, "messages held by consumers that are not ours");
+    }
+
+    [Test]
     public void ShouldWaitForTheCooldown_BeforeScalingToZero()
     {
         var busy = Decide(3, 0, 1, now: T0);
