@@ -20,8 +20,6 @@ public sealed class AutoscalerService(
     private ScalingState _state = new(null);
     private string _last = "";
 
-    public ScalingDecision? LastDecision { get; private set; }
-
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var o = options.Value;
@@ -38,7 +36,6 @@ public sealed class AutoscalerService(
                 Depth.WithLabels("unacknowledged").Set(depth.Unacknowledged);
                 Wanted.Set(decision.Desired);
                 Running.Set(running);
-                LastDecision = decision;
                 var summary = $"ready {depth.Ready}, unacked {depth.Unacknowledged}, consumers {depth.Consumers}, running {running} -> desired {decision.Desired}";
                 if (summary != _last)
                 {

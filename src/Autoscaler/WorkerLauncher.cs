@@ -3,24 +3,29 @@ using Microsoft.Extensions.Options;
 
 namespace LlmServing.Autoscaler;
 
+/// <summary>
+/// Hears what happens to worker processes: registered by whoever needs it (benchmarks, tests, a supervisor), never
+/// needed by the launcher itself. Called on the launcher's and the processes' output threads: keep it quick.
+/// </summary>
+public interface IWorkerProcessObserver
+{
+    void Started(int processId, DateTimeOffset at);
+
+    void Output(int processId, string line);
+
+    void Exited(int processId, int exitCode, DateTimeOffset at);
+}
+
 /// <summary>Starts worker processes and keeps track of the ones still running. It never stops one.</summary>
-public sealed class WorkerLauncher(IOptions<AutoscalerOptions> options, ILogger<WorkerLauncher> logger) : IDisposable
+public sealed class WorkerLauncher(IOptions<AutoscalerOptions> options, IEnumerable<IWorkerProcessObserver> observers, ILogger<WorkerLauncher> logger)
+    : IDisposable
 {
     private readonly List<(Process Process, string? Gpu)> _running = [];
     private readonly Lock _lock = new();
+    private readonly IWorkerProcessObserver[] _observers = [.. observers];
 
+    /// <summary>Worker processes started so far.</summary>
     public int Started { get; private set; }
-
-    /// <summary>When each worker process was started.</summary>
-    public List<DateTimeOffset> StartedAt { get; } = [];
-
-    /// <summary>When each worker reported its model loaded (its log line), for cold-start measurements.</summary>
-    public List<DateTimeOffset> ModelLoadedAt { get; } = [];
-
-    /// <summary>When each worker process was seen to have exited.</summary>
-    public List<DateTimeOffset> ExitedAt { get; } = [];
-
-    public List<int> ExitCodes { get; } = [];
 
     public int Running
     {
@@ -59,7 +64,12 @@ public sealed class WorkerLauncher(IOptions<AutoscalerOptions> options, ILogger<
             }
 
             var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {o.WorkerCommand}.");
-            StartedAt.Add(DateTimeOffset.UtcNow);
+            var startedAt = DateTimeOffset.UtcNow;
+            foreach (var observer in _observers)
+            {
+                observer.Started(process.Id, startedAt);
+            }
+
             process.OutputDataReceived += (_, e) =>
             {
                 if (e.Data is null)
@@ -67,12 +77,9 @@ public sealed class WorkerLauncher(IOptions<AutoscalerOptions> options, ILogger<
                     return;
                 }
 
-                if (e.Data.Contains("Model loaded", StringComparison.Ordinal))
+                foreach (var observer in _observers)
                 {
-                    lock (ModelLoadedAt)
-                    {
-                        ModelLoadedAt.Add(DateTimeOffset.UtcNow);
-                    }
+                    observer.Output(process.Id, e.Data);
                 }
 
                 logger.LogDebug("worker {Pid}: {Line}", process.Id, e.Data);
@@ -91,8 +98,12 @@ public sealed class WorkerLauncher(IOptions<AutoscalerOptions> options, ILogger<
         foreach (var (process, _) in _running.Where(r => r.Process.HasExited).ToList())
         {
             logger.LogInformation("Worker process {Pid} exited with code {Code}", process.Id, process.ExitCode);
-            ExitCodes.Add(process.ExitCode);
-            ExitedAt.Add(DateTimeOffset.UtcNow);
+            var exitedAt = DateTimeOffset.UtcNow;
+            foreach (var observer in _observers)
+            {
+                observer.Exited(process.Id, process.ExitCode, exitedAt);
+            }
+
             _running.RemoveAll(r => r.Process == process);
             process.Dispose();
         }

@@ -43,6 +43,8 @@ public static class ColdStartBenchmark
             ["Autoscaler:WorkerEnvironment:Database__MigrateOnStart"] = "false",
         });
         builder.AddAutoscaler();
+        var log = new WorkerProcessLog();
+        builder.Services.AddSingleton<IWorkerProcessObserver>(log);
         using var autoscaler = builder.Build();
         await autoscaler.StartAsync();
         var launcher = autoscaler.Services.GetRequiredService<WorkerLauncher>();
@@ -52,14 +54,14 @@ public static class ColdStartBenchmark
             var id = await SubmitAsync(stack, body);
             var one = await EndToEndBenchmark.WaitAsync(services.Postgres, [id]);
             var (created, started, finished) = await TimesAsync(services.Postgres, id);
-            var processStart = launcher.StartedAt[0];
-            var modelLoaded = launcher.ModelLoadedAt.Count > 0 ? launcher.ModelLoadedAt[0] : finished;
+            var processStart = log.StartedAt[0];
+            var modelLoaded = log.ModelLoadedAt.Count > 0 ? log.ModelLoadedAt[0] : finished;
             while (launcher.Running > 0)
             {
                 await Task.Delay(50);
             }
 
-            var zero = (launcher.ExitedAt[^1] - finished).TotalSeconds;
+            var zero = (log.ExitedAt[^1] - finished).TotalSeconds;
 
             var startedBefore = launcher.Started;
             var clock = System.Diagnostics.Stopwatch.StartNew();

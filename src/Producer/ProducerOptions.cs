@@ -94,9 +94,6 @@ public sealed class ProducerOptions
     [Range(1, 1_000_000)]
     public int IngestionChunkLines { get; set; } = 2000;
 
-    /// <summary>Pause after each ingestion chunk; zero in production, set by tests to make a restart land mid-file.</summary>
-    public TimeSpan IngestionChunkDelay { get; set; } = TimeSpan.Zero;
-
     /// <summary>Messages in flight at once while publishing a batch's lines.</summary>
     [Range(1, 4096)]
     public int PublishConcurrency { get; set; } = 1000;

@@ -49,6 +49,7 @@ public sealed class AutoscalerTests
             ["Autoscaler:WorkerEnvironment:Logging__LogLevel__Default"] = "Warning",
         });
         builder.AddAutoscaler();
+        builder.Services.AddSingleton<IWorkerProcessObserver, ExitCodes>();
         var autoscaler = builder.Build();
         await autoscaler.StartAsync();
         return autoscaler;
@@ -76,7 +77,8 @@ public sealed class AutoscalerTests
                 Assert.That(launcher.Started, Is.EqualTo(1), "3 jobs, 8 per worker: one worker");
 
                 await Eventually.WaitUntilAsync(() => launcher.Running == 0, 60);
-                Assert.That(launcher.ExitCodes, Is.EqualTo(new[] { 0 }), "the worker idled out and exited cleanly");
+                Assert.That(((ExitCodes)autoscaler.Services.GetRequiredService<IWorkerProcessObserver>()).Codes, Is.EqualTo(new[] { 0 }),
+                    "the worker idled out and exited cleanly");
 
                 var again = await producer.Client.SubmitAsync(new { prompt = "Back from zero", max_tokens = 8 });
                 var result = await producer.Client.WaitForFinalAsync(again.Id, TimeSpan.FromSeconds(90));
@@ -158,4 +160,20 @@ public sealed class AutoscalerTests
                 return false;
             }
         });
+
+    /// <summary>The exit codes of the worker processes, as the launcher reports them.</summary>
+    private sealed class ExitCodes : IWorkerProcessObserver
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<int> Codes { get; } = new();
+
+        public void Started(int processId, DateTimeOffset at)
+        {
+        }
+
+        public void Output(int processId, string line)
+        {
+        }
+
+        public void Exited(int processId, int exitCode, DateTimeOffset at) => Codes.Enqueue(exitCode);
+    }
 }

@@ -221,20 +221,22 @@ public sealed class BatchTests
         var settings = new Dictionary<string, string?>
         {
             ["Producer:IngestionChunkLines"] = "100",
-            ["Producer:IngestionChunkDelay"] = "00:00:00.150",
             ["Producer:BatchWindowPerTenant"] = "5000", // every line released at once: the broker then holds each exactly once
         };
+        // Slow ingestion down (150 ms a chunk of 100 lines), so that the stop lands mid-file.
+        static void Slowly(Microsoft.Extensions.DependencyInjection.IServiceCollection services) =>
+            Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton<LlmServing.Producer.Batches.IBatchIngestionObserver, SlowIngestion>(services);
         var jsonl = string.Join("\n", Enumerable.Range(0, 3000).Select(i => BatchApi.ChatLine($"r{i}", $"restart {i}")));
         string id;
         try
         {
-            await using (var first = await ProducerInstance.StartAsync(queue, settings))
+            await using (var first = await ProducerInstance.StartAsync(queue, settings, Slowly))
             {
                 id = (await first.Client.CreateBatchAsync(await first.Client.UploadAsync(jsonl))).Str("id")!;
                 await Eventually.WaitUntilAsync(async () => (await first.Client.GetBatchAsync(id)).Int("request_counts.total") >= 500, 60, pollMilliseconds: 50);
             } // stopped mid-ingestion
 
-            await using var second = await ProducerInstance.StartAsync(queue, settings);
+            await using var second = await ProducerInstance.StartAsync(queue, settings, Slowly);
             var running = await second.Client.WaitForBatchAsync(id, TimeSpan.FromMinutes(2), "in_progress");
             await Eventually.WaitUntilAsync(async () => await Broker.MessageCountAsync(queue + "-batch") == 3000, 60, pollMilliseconds: 50);
 
@@ -287,4 +289,9 @@ public sealed class BatchTests
     }
 
     private static StringContent JsonContent(object body) => new(JsonSerializer.Serialize(body), Encoding.UTF8, "application/json");
+
+    private sealed class SlowIngestion : LlmServing.Producer.Batches.IBatchIngestionObserver
+    {
+        public Task ChunkWrittenAsync(string batchId, int lines, CancellationToken ct) => Task.Delay(150, ct);
+    }
 }

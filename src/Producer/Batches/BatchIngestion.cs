@@ -11,6 +11,13 @@ using Microsoft.Extensions.Options;
 
 namespace LlmServing.Producer.Batches;
 
+/// <summary>Hears each chunk of lines ingestion has made durable (registered by whoever needs it: tests, tooling).</summary>
+public interface IBatchIngestionObserver
+{
+    /// <summary>After a chunk's COPY and resume point committed; <paramref name="lines"/> lines of the batch are in.</summary>
+    Task ChunkWrittenAsync(string batchId, int lines, CancellationToken ct);
+}
+
 /// <summary>
 /// The durable background job (Hangfire) that turns a batch file into job rows. It streams the file from PostgreSQL,
 /// validates each line, and writes chunks of lines with one binary COPY each together with the resume point (the
@@ -25,8 +32,11 @@ public sealed class BatchIngestion(
     FileStore files,
     IOptions<ProducerOptions> options,
     IOptions<JsonOptions> json,
+    IEnumerable<IBatchIngestionObserver> observers,
     ILogger<BatchIngestion> logger)
 {
+    private readonly IBatchIngestionObserver[] _observers = [.. observers];
+
     /// <summary>
     /// Enqueues a run on this Producer's ingestion queue. The queue is recorded on the job itself, so that Hangfire's
     /// automatic retries come back to the same queue (an <c>EnqueuedState</c> alone sends them to "default", which
@@ -170,9 +180,9 @@ public sealed class BatchIngestion(
         }
 
         rows.Clear();
-        if (options.Value.IngestionChunkDelay > TimeSpan.Zero)
+        foreach (var observer in _observers)
         {
-            await Task.Delay(options.Value.IngestionChunkDelay, ct);
+            await observer.ChunkWrittenAsync(batch.Id, lineCount, ct);
         }
 
         return true;

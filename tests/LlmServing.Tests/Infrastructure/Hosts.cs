@@ -30,7 +30,7 @@ public sealed class ProducerInstance : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<ProducerInstance> StartAsync(string queue, IDictionary<string, string?>? settings = null)
+    public static async Task<ProducerInstance> StartAsync(string queue, IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
@@ -50,6 +50,7 @@ public sealed class ProducerInstance : IAsyncDisposable
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.AddProducer();
+        services?.Invoke(builder.Services);
         var app = builder.Build();
         app.MapProducer();
         await app.StartAsync();
