@@ -23,6 +23,9 @@ internal sealed class AdmissionQueue
     /// <summary>When the queue last held a request (now, while it holds any).</summary>
     public DateTimeOffset LastBusyAt => _byJob.IsEmpty ? new DateTimeOffset(Interlocked.Read(ref _lastBusyTicks), TimeSpan.Zero) : DateTimeOffset.UtcNow;
 
+    /// <summary>Counts now as busy: the idle clock starts over (when the worker becomes able to run work).</summary>
+    public void Touch() => Interlocked.Exchange(ref _lastBusyTicks, DateTimeOffset.UtcNow.UtcTicks);
+
     /// <summary>Queues a request in its lane; the task completes when the scheduler ends it.</summary>
     public Task<GenerationOutcome> Enqueue(GenerationRequest request, CancellationToken ct)
     {

@@ -31,7 +31,10 @@ public sealed class BatchScheduler(
 
     public IReadOnlyCollection<Guid> JobIds => _queue.JobIds;
 
-    public DateTimeOffset LastBusyAt => _queue.LastBusyAt;
+    /// <summary>Now while the model loads (a worker is not idle before it can work); then when it last had work.</summary>
+    public DateTimeOffset LastBusyAt => Volatile.Read(ref _ready) ? _queue.LastBusyAt : DateTimeOffset.UtcNow;
+
+    private bool _ready;
 
     public Task<GenerationOutcome> GenerateAsync(GenerationRequest request, CancellationToken ct) => _queue.Enqueue(request, ct);
 
@@ -44,6 +47,8 @@ public sealed class BatchScheduler(
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         await model.Loaded.WaitAsync(stoppingToken);
+        _queue.Touch(); // the idle clock starts when the worker can run work
+        Volatile.Write(ref _ready, true);
         await Task.Yield();
         var renderer = new PromptRenderer(model.Weights);
         _cache = _options.MaxCachedPrefixes > 0 ? new PrefixCache(_options.MaxCachedPrefixes, _options.MinPrefixTokens) : null;
@@ -259,7 +264,10 @@ public sealed class BatchScheduler(
                 continue;
             }
 
-            Counters.Token();
+            if (!s.Pending.Request.IsWarmup)
+            {
+                Counters.Token();
+            }
             if (logits is not null)
             {
                 s.RecordLogprobs(logits, token, model.Weights.NativeHandle);
@@ -398,7 +406,10 @@ public sealed class BatchScheduler(
 
         s.Dispose();
         active.RemoveAt(index);
-        Counters.Completed();
+        if (!s.Pending.Request.IsWarmup)
+        {
+            Counters.Completed();
+        }
         var n = s.Pending.Request.Parameters.N;
         if (n <= 1)
         {

@@ -11,6 +11,9 @@ public sealed record GenerationRequest(
 {
     /// <summary>Batch lines wait while an interactive request is waiting for a slot.</summary>
     public bool IsBatch { get; init; }
+
+    /// <summary>The worker's own warm-up: not counted in the token and completion counters.</summary>
+    public bool IsWarmup { get; init; }
 }
 
 /// <summary>The engine's answer. <see cref="Error"/> is set when the job cannot run (e.g. does not fit the context).</summary>
@@ -125,17 +128,6 @@ public sealed class SchedulerCounters
         {
             Interlocked.CompareExchange(ref _peakReservedTokens, tokens, peak);
         }
-    }
-
-    /// <summary>Back to zero (after the warm-up generation, which is not user work).</summary>
-    internal void Reset()
-    {
-        Interlocked.Exchange(ref _decodeSteps, 0);
-        Interlocked.Exchange(ref _tokensGenerated, 0);
-        Interlocked.Exchange(ref _sequencesCompleted, 0);
-        Interlocked.Exchange(ref _decodeFailures, 0);
-        Volatile.Write(ref _peakActiveSequences, 0);
-        Volatile.Write(ref _peakReservedTokens, 0);
     }
 
     internal void Token() => Interlocked.Increment(ref _tokensGenerated);

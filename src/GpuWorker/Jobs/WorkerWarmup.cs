@@ -5,23 +5,50 @@ using LlmServing.ResultStore.Jobs;
 namespace LlmServing.GpuWorker.Jobs;
 
 /// <summary>
-/// Cold start: before the worker takes its first message, run once what its first job will run (the database
-/// statements, which EF Core compiles on first use, and a one-token generation), so that the first user's job does
-/// not pay for it.
+/// Cold start: run once what the first job will run (the database statements, which EF Core compiles on first use,
+/// and a one-token generation), so that the first user's job does not pay for it, and do it beside the model load and
+/// the bus start rather than before them: the statements compile while the model loads, the bus connects and starts
+/// consuming meanwhile (a job taken before the model is loaded waits for it in the scheduler), and the one-token
+/// generation runs as soon as the model is in.
 /// </summary>
 public sealed class WorkerWarmup(LlamaModel model, BatchScheduler scheduler, JobStore jobs, ILogger<WorkerWarmup> logger) : IHostedService
 {
-    public async Task StartAsync(CancellationToken cancellationToken)
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _warming = Task.CompletedTask;
+
+    public Task StartAsync(CancellationToken cancellationToken)
     {
-        await model.Loaded.WaitAsync(cancellationToken);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        await jobs.TryStartAsync(Guid.Empty, "warmup", cancellationToken);
-        await jobs.CompleteAsync(Guid.Empty, new JobResult("", "stop", 0, 0), cancellationToken);
-        await jobs.FindCancelRequestedAsync([Guid.Empty], cancellationToken);
-        await scheduler.GenerateAsync(new GenerationRequest(Guid.Empty, "warm up", null, new GenerationParameters { MaxTokens = 1, Temperature = 0 }), cancellationToken);
-        scheduler.Counters.Reset();
-        logger.LogInformation("Warm-up done in {Ms} ms", clock.ElapsedMilliseconds);
+        _warming = Task.Run(() => WarmAsync(_stopping.Token), CancellationToken.None);
+        return Task.CompletedTask;
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    private async Task WarmAsync(CancellationToken ct)
+    {
+        try
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            await jobs.TryStartAsync(Guid.Empty, "warmup", ct);
+            await jobs.CompleteAsync(Guid.Empty, new JobResult("", "stop", 0, 0), ct);
+            await jobs.FindCancelRequestedAsync([Guid.Empty], ct);
+            var database = clock.ElapsedMilliseconds;
+            await model.Loaded.WaitAsync(ct);
+            // Jobs may already be running beside it: it is left out of the counters rather than resetting them.
+            await scheduler.GenerateAsync(new GenerationRequest(Guid.Empty, "warm up", null, new GenerationParameters { MaxTokens = 1, Temperature = 0 }) { IsWarmup = true }, ct);
+            logger.LogInformation("Warm-up done: database statements {Database} ms, one token {Total} ms after start", database, clock.ElapsedMilliseconds);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        catch (Exception e)
+        {
+            logger.LogWarning("Warm-up failed ({Error}); the first job warms up instead", e.Message);
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync();
+        await _warming.WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Default);
+        _stopping.Dispose();
+    }
 }
