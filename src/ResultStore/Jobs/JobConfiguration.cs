@@ -22,9 +22,10 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
             .IsUnique()
             .HasFilter("idempotency_key IS NOT NULL");
         // The publish sweep looks for accepted jobs the broker never confirmed.
+        // (Interactive jobs only: batch lines are the batch releaser's, ADR 0007; a batch COPY then maintains one index less.)
         builder.HasIndex(j => j.CreatedAt)
             .HasDatabaseName("ix_jobs_unpublished")
-            .HasFilter("queued_at IS NULL AND status = 'queued'");
+            .HasFilter("queued_at IS NULL AND status = 'queued' AND batch_id IS NULL");
         builder.HasIndex(j => j.Status);
         builder.Property(j => j.BatchId).HasMaxLength(64);
         builder.Property(j => j.CustomId).HasMaxLength(512);
@@ -42,7 +43,10 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
         builder.HasIndex(j => j.FinishedAt)
             .HasDatabaseName("ix_jobs_final_finished")
             .HasFilter("status IN ('succeeded', 'failed', 'cancelled', 'expired')");
-        builder.HasIndex(j => new { j.TenantId, j.CreatedAt });
+        // Listing a tenant's jobs, newest first (GET /v1/jobs; batch lines are listed only on request).
+        builder.HasIndex(j => new { j.TenantId, j.Id })
+            .HasDatabaseName("ix_jobs_tenant_interactive")
+            .HasFilter("batch_id IS NULL");
         // The age of the oldest queued interactive job (a metric), without scanning.
         // (Named in the model: another index, ix_jobs_unpublished, is on created_at too.)
         builder.HasIndex(j => j.CreatedAt, "ix_jobs_queued_interactive")

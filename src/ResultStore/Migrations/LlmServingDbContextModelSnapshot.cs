@@ -389,7 +389,7 @@ namespace LlmServing.ResultStore.Migrations
 
                     b.HasIndex("CreatedAt")
                         .HasDatabaseName("ix_jobs_unpublished")
-                        .HasFilter("queued_at IS NULL AND status = 'queued'");
+                        .HasFilter("queued_at IS NULL AND status = 'queued' AND batch_id IS NULL");
 
                     b.HasIndex("Deadline")
                         .HasDatabaseName("ix_jobs_queued_deadline")
@@ -418,8 +418,9 @@ namespace LlmServing.ResultStore.Migrations
                         .HasDatabaseName("ix_jobs_batch_id_line_number")
                         .HasFilter("batch_id IS NOT NULL");
 
-                    b.HasIndex("TenantId", "CreatedAt")
-                        .HasDatabaseName("ix_jobs_tenant_id_created_at");
+                    b.HasIndex("TenantId", "Id")
+                        .HasDatabaseName("ix_jobs_tenant_interactive")
+                        .HasFilter("batch_id IS NULL");
 
                     b.HasIndex("TenantId", "IdempotencyKey")
                         .IsUnique()

@@ -11,6 +11,10 @@ namespace LlmServing.ResultStore.Migrations
         /// <inheritdoc />
         protected override void Up(MigrationBuilder migrationBuilder)
         {
+            migrationBuilder.DropIndex(
+                name: "ix_jobs_unpublished",
+                table: "jobs");
+
             migrationBuilder.AddColumn<int>(
                 name: "estimated_tokens",
                 table: "jobs",
@@ -184,9 +188,16 @@ namespace LlmServing.ResultStore.Migrations
                 filter: "status = 'queued' AND batch_id IS NULL");
 
             migrationBuilder.CreateIndex(
-                name: "ix_jobs_tenant_id_created_at",
+                name: "ix_jobs_tenant_interactive",
                 table: "jobs",
-                columns: new[] { "tenant_id", "created_at" });
+                columns: new[] { "tenant_id", "id" },
+                filter: "batch_id IS NULL");
+
+            migrationBuilder.CreateIndex(
+                name: "ix_jobs_unpublished",
+                table: "jobs",
+                column: "created_at",
+                filter: "queued_at IS NULL AND status = 'queued' AND batch_id IS NULL");
 
             migrationBuilder.CreateIndex(
                 name: "ix_files_expires_at",
@@ -250,7 +261,11 @@ namespace LlmServing.ResultStore.Migrations
                 table: "jobs");
 
             migrationBuilder.DropIndex(
-                name: "ix_jobs_tenant_id_created_at",
+                name: "ix_jobs_tenant_interactive",
+                table: "jobs");
+
+            migrationBuilder.DropIndex(
+                name: "ix_jobs_unpublished",
                 table: "jobs");
 
             migrationBuilder.DropIndex(
@@ -296,6 +311,12 @@ namespace LlmServing.ResultStore.Migrations
             migrationBuilder.DropColumn(
                 name: "webhook_url",
                 table: "batches");
+
+            migrationBuilder.CreateIndex(
+                name: "ix_jobs_unpublished",
+                table: "jobs",
+                column: "created_at",
+                filter: "queued_at IS NULL AND status = 'queued'");
         }
     }
 }

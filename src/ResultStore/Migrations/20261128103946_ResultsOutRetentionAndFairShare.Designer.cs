@@ -12,7 +12,7 @@ using Npgsql.EntityFrameworkCore.PostgreSQL.Metadata;
 namespace LlmServing.ResultStore.Migrations
 {
     [DbContext(typeof(LlmServingDbContext))]
-    [Migration("20261128100601_ResultsOutRetentionAndFairShare")]
+    [Migration("20261128103946_ResultsOutRetentionAndFairShare")]
     partial class ResultsOutRetentionAndFairShare
     {
         /// <inheritdoc />
@@ -392,7 +392,7 @@ namespace LlmServing.ResultStore.Migrations
 
                     b.HasIndex("CreatedAt")
                         .HasDatabaseName("ix_jobs_unpublished")
-                        .HasFilter("queued_at IS NULL AND status = 'queued'");
+                        .HasFilter("queued_at IS NULL AND status = 'queued' AND batch_id IS NULL");
 
                     b.HasIndex("Deadline")
                         .HasDatabaseName("ix_jobs_queued_deadline")
@@ -421,8 +421,9 @@ namespace LlmServing.ResultStore.Migrations
                         .HasDatabaseName("ix_jobs_batch_id_line_number")
                         .HasFilter("batch_id IS NOT NULL");
 
-                    b.HasIndex("TenantId", "CreatedAt")
-                        .HasDatabaseName("ix_jobs_tenant_id_created_at");
+                    b.HasIndex("TenantId", "Id")
+                        .HasDatabaseName("ix_jobs_tenant_interactive")
+                        .HasFilter("batch_id IS NULL");
 
                     b.HasIndex("TenantId", "IdempotencyKey")
                         .IsUnique()
