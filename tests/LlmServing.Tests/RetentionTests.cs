@@ -99,6 +99,30 @@ public sealed class RetentionTests
     }
 
     [Test]
+    public async Task ShouldPrintTheTenantsUsage_WhenTheCliIsAsked()
+    {
+        using var tenant = await TenantAsync("cli");
+        var done = await tenant.WaitForFinalAsync((await tenant.SubmitAsync(new { prompt = "count me", max_tokens = 5 })).Id);
+        var cli = AppProcess.Dll("Cli", "llmserving");
+        Assume.That(File.Exists(cli), Is.True, $"build the solution first: {cli}");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet", $"\"{cli}\" usage --api {_producer.Client.BaseAddress}")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        start.Environment["LLMSERVING_API_KEY"] = tenant.DefaultRequestHeaders.Authorization!.Parameter;
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var output = await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+
+        Assert.That(process.ExitCode, Is.Zero, await process.StandardError.ReadToEndAsync());
+        Assert.That(output, Does.Contain($"cli-{TestServices.RunId}"));
+        var total = output.Split('\n').Single(l => l.StartsWith("total", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(total[^4..^1], Is.EqualTo(new[] { "1", done.Usage!.PromptTokens.ToString(), done.Usage.CompletionTokens.ToString() }),
+            "jobs, prompt and completion tokens: the tenant's one job");
+    }
+
+    [Test]
     public async Task ShouldListFilesByPurposeAndDeleteOne_AndExpireOnePastItsTime()
     {
         using var tenant = await TenantAsync("filer");
