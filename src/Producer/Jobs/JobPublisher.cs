@@ -50,7 +50,7 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
 }
 
 /// <summary>
-/// Periodically republishes this deployment's accepted jobs whose message the broker never confirmed (or that the
+/// Periodically republishes this deployment's accepted interactive jobs whose message the broker never confirmed (or that the
 /// <see cref="JobReaper"/> requeued), and expires overdue ones.
 /// </summary>
 public sealed class PublishSweeper(JobStore jobs, JobPublisher publisher, IOptions<ProducerOptions> options, ILogger<PublishSweeper> logger)
@@ -64,7 +64,7 @@ public sealed class PublishSweeper(JobStore jobs, JobPublisher publisher, IOptio
             try
             {
                 var o = options.Value;
-                var unpublished = await jobs.FindUnpublishedAsync(o.JobQueue, o.BatchJobQueue, o.SweepMinAge, 500, stoppingToken);
+                var unpublished = await jobs.FindUnpublishedAsync(o.JobQueue, o.SweepMinAge, 500, stoppingToken);
                 foreach (var job in unpublished)
                 {
                     if (!await publisher.TryPublishAsync(job, stoppingToken))

@@ -148,40 +148,6 @@ public sealed class BatchLineStore(NpgsqlDataSource data, TimeProvider clock)
         return true;
     }
 
-    /// <summary>Lines accepted but not yet confirmed by the broker, in line order.</summary>
-    public async Task<List<(Guid Id, string Request)>> UnpublishedAsync(string batchId, int limit, CancellationToken ct)
-    {
-        await using var command = data.CreateCommand(
-            "SELECT id, request::text FROM jobs WHERE batch_id = $1 AND status = $3 AND queued_at IS NULL ORDER BY line_number LIMIT $2");
-        command.Parameters.AddWithValue(batchId);
-        command.Parameters.AddWithValue(limit);
-        command.Parameters.AddWithValue(JobStatuses.Queued);
-        await using var reader = await command.ExecuteReaderAsync(ct);
-        var rows = new List<(Guid, string)>();
-        while (await reader.ReadAsync(ct))
-        {
-            rows.Add((reader.GetGuid(0), reader.GetString(1)));
-        }
-
-        return rows;
-    }
-
-    /// <summary>Records the broker's confirms for lines, and that the batch's ingestion is alive.</summary>
-    public async Task MarkQueuedAsync(string batchId, IReadOnlyCollection<Guid> jobIds, CancellationToken ct)
-    {
-        var now = clock.GetUtcNow();
-        var batch = new NpgsqlBatchCommand("UPDATE jobs SET queued_at = $2 WHERE id = ANY($1) AND queued_at IS NULL");
-        batch.Parameters.AddWithValue(jobIds.ToArray());
-        batch.Parameters.AddWithValue(now);
-        var heartbeat = new NpgsqlBatchCommand("UPDATE batches SET ingestion_heartbeat_at = $2 WHERE id = $1");
-        heartbeat.Parameters.AddWithValue(batchId);
-        heartbeat.Parameters.AddWithValue(now);
-        await using var command = data.CreateBatch();
-        command.BatchCommands.Add(batch);
-        command.BatchCommands.Add(heartbeat);
-        await command.ExecuteNonQueryAsync(ct);
-    }
-
     /// <summary>Queued lines end with <paramref name="status"/>; running ones are asked to stop (cancel only).</summary>
     public async Task StopAsync(string batchId, string status, CancellationToken ct)
     {

@@ -128,17 +128,15 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     }
 
     /// <summary>
-    /// Accepted jobs of the given queues whose message the broker has not confirmed, oldest first: interactive jobs
-    /// (rows without a recorded queue count as <paramref name="jobQueue"/>'s), and lines of batches whose ingestion
-    /// has finished publishing (until then the ingestion job publishes them, resumably) that the reaper requeued.
+    /// Accepted interactive jobs of <paramref name="jobQueue"/> (rows without a recorded queue count as its) whose
+    /// message the broker has not confirmed, oldest first. Batch lines are the batch releaser's (ADR 0007).
     /// </summary>
-    public async Task<IReadOnlyList<Job>> FindUnpublishedAsync(string jobQueue, string batchJobQueue, TimeSpan minAge, int limit, CancellationToken ct)
+    public async Task<IReadOnlyList<Job>> FindUnpublishedAsync(string jobQueue, TimeSpan minAge, int limit, CancellationToken ct)
     {
         var before = clock.GetUtcNow() - minAge;
         await using var db = await contexts.CreateDbContextAsync(ct);
         return await db.Jobs.AsNoTracking()
             .Where(j => j.QueuedAt == null && j.Status == JobStatuses.Queued && j.CreatedAt <= before)
-            // Batch lines are the batch releaser's (ADR 0007): it sends them as their tenant's window allows.
             .Where(j => j.BatchId == null && (j.Queue == jobQueue || j.Queue == null))
             .OrderBy(j => j.CreatedAt)
             .Take(limit)
