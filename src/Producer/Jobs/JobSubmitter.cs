@@ -15,8 +15,38 @@ namespace LlmServing.Producer.Jobs;
 /// validation, webhook target, idempotency key, the per-tenant cap, the durable row, then the publish.
 /// </summary>
 public sealed class JobSubmitter(
-    JobStore store, JobPublisher publisher, IOptions<ProducerOptions> options, WebhookTargetPolicy webhookPolicy, WebhookStore webhooks)
+    JobStore store, JobPublisher publisher, IOptions<ProducerOptions> options, IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> json,
+    WebhookTargetPolicy webhookPolicy, WebhookStore webhooks)
 {
+    /// <summary>Reads a job request from a JSON body (capped at <c>Producer:MaxRequestBytes</c>); or the problem to answer.</summary>
+    public async Task<(CreateJobRequest? Request, IResult? Problem)> ReadAsync(HttpRequest http, CancellationToken ct)
+    {
+        var o = options.Value;
+        if (!http.HasJsonContentType())
+        {
+            return (null, Problems.Of(StatusCodes.Status415UnsupportedMediaType, "Unsupported content type",
+                $"Send the job as JSON with 'Content-Type: application/json' (got '{http.ContentType ?? "none"}')."));
+        }
+
+        var body = http.ContentLength > o.MaxRequestBytes ? null : await RequestBodies.ReadLimitedAsync(http.Body, o.MaxRequestBytes, ct);
+        if (body is null)
+        {
+            return (null, Problems.Of(StatusCodes.Status413PayloadTooLarge, "Request too large",
+                $"A job request has at most {o.MaxRequestBytes} bytes; for many requests use a batch file."));
+        }
+
+        try
+        {
+            return JsonSerializer.Deserialize<CreateJobRequest>(body, json.Value.SerializerOptions) is { } request
+                ? (request, null)
+                : (null, Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON", "The body must be a JSON object, not null."));
+        }
+        catch (JsonException e)
+        {
+            return (null, Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON", $"The body is not a valid job request: {e.Message}"));
+        }
+    }
+
     /// <summary>The stored job and whether this call created it (false: an idempotent replay); or the problem to answer.</summary>
     public async Task<(Job? Job, bool Created, IResult? Problem)> SubmitAsync(HttpContext http, CreateJobRequest request, CancellationToken ct)
     {

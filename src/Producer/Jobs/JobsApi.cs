@@ -94,48 +94,15 @@ public static class JobsApi
         return TypedResults.Ok(ToResponse(job!));
     }
 
-    private static async Task<IResult> CreateJob(
-        HttpRequest http,
-        JobSubmitter submitter,
-        IOptions<ProducerOptions> options,
-        IOptions<JsonOptions> json,
-        CancellationToken ct)
+    private static async Task<IResult> CreateJob(HttpRequest http, JobSubmitter submitter, CancellationToken ct)
     {
-        var o = options.Value;
-        if (!http.HasJsonContentType())
+        var (request, invalid) = await submitter.ReadAsync(http, ct);
+        if (invalid is not null)
         {
-            return Problems.Of(StatusCodes.Status415UnsupportedMediaType, "Unsupported content type",
-                $"Send the job as JSON with 'Content-Type: application/json' (got '{http.ContentType ?? "none"}').");
+            return invalid;
         }
 
-        if (http.ContentLength > o.MaxRequestBytes)
-        {
-            return TooLarge(o);
-        }
-
-        var body = await RequestBodies.ReadLimitedAsync(http.Body, o.MaxRequestBytes, ct);
-        if (body is null)
-        {
-            return TooLarge(o);
-        }
-
-        CreateJobRequest? request;
-        try
-        {
-            request = JsonSerializer.Deserialize<CreateJobRequest>(body, json.Value.SerializerOptions);
-        }
-        catch (JsonException e)
-        {
-            return Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON",
-                $"The body is not a valid job request: {e.Message}");
-        }
-
-        if (request is null)
-        {
-            return Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON", "The body must be a JSON object, not null.");
-        }
-
-        var (stored, created, problem) = await submitter.SubmitAsync(http.HttpContext, request, ct);
+        var (stored, created, problem) = await submitter.SubmitAsync(http.HttpContext, request!, ct);
         if (problem is not null)
         {
             return problem;
@@ -257,8 +224,4 @@ public static class JobsApi
             Choices = j.Choices is { } choices ? JsonDocument.Parse(choices).RootElement.Clone() : null,
         };
     }
-
-    private static IResult TooLarge(ProducerOptions o) =>
-        Problems.Of(StatusCodes.Status413PayloadTooLarge, "Request too large",
-            $"A job request has at most {o.MaxRequestBytes} bytes; for many requests use a batch file.");
 }

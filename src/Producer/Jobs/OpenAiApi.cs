@@ -24,15 +24,13 @@ public static class OpenAiApi
     {
         var group = app.MapGroup("/v1").WithTags("OpenAI-compatible");
         group.MapPost("/chat/completions", (HttpContext http, JobSubmitter submitter, JobStore store, Streaming.JobFollower follower,
-                    IOptions<ProducerOptions> options, IOptions<JsonOptions> json, ILoggerFactory logs) =>
-                CompleteAsync(http, chat: true, submitter, store, follower, options.Value, json.Value, logs))
+                    IOptions<ProducerOptions> options, ILoggerFactory logs) => CompleteAsync(http, chat: true, submitter, store, follower, options.Value, logs))
             .RequireRateLimiting(JobsApi.SubmitPolicy)
             .WithSummary("Create a chat completion (OpenAI's shape; waits for the result)")
             .WithDescription("The request and response of OpenAI's Chat Completions API; `stream: true` answers " +
                              "`chat.completion.chunk` events ending in `[DONE]` (`stream_options.include_usage` adds the usage chunk).");
         group.MapPost("/completions", (HttpContext http, JobSubmitter submitter, JobStore store, Streaming.JobFollower follower,
-                    IOptions<ProducerOptions> options, IOptions<JsonOptions> json, ILoggerFactory logs) =>
-                CompleteAsync(http, chat: false, submitter, store, follower, options.Value, json.Value, logs))
+                    IOptions<ProducerOptions> options, ILoggerFactory logs) => CompleteAsync(http, chat: false, submitter, store, follower, options.Value, logs))
             .RequireRateLimiting(JobsApi.SubmitPolicy)
             .WithSummary("Create a completion (OpenAI's legacy shape; waits for the result)");
         group.MapGet("/models", (IOptions<ProducerOptions> options) => TypedResults.Ok(new JsonObject
@@ -47,34 +45,13 @@ public static class OpenAiApi
     }
 
     private static async Task<IResult> CompleteAsync(
-        HttpContext http, bool chat, JobSubmitter submitter, JobStore store, Streaming.JobFollower follower, ProducerOptions o, JsonOptions json,
-        ILoggerFactory logs)
+        HttpContext http, bool chat, JobSubmitter submitter, JobStore store, Streaming.JobFollower follower, ProducerOptions o, ILoggerFactory logs)
     {
         var ct = http.RequestAborted;
-        if (!http.Request.HasJsonContentType())
-        {
-            return Problems.Of(StatusCodes.Status415UnsupportedMediaType, "Unsupported content type", "Send the request as JSON.");
-        }
-
-        var body = await RequestBodies.ReadLimitedAsync(http.Request.Body, o.MaxRequestBytes, ct);
-        if (body is null)
-        {
-            return Problems.Of(StatusCodes.Status413PayloadTooLarge, "Request too large", $"A request has at most {o.MaxRequestBytes} bytes.");
-        }
-
-        CreateJobRequest? request;
-        try
-        {
-            request = JsonSerializer.Deserialize<CreateJobRequest>(body, json.SerializerOptions);
-        }
-        catch (JsonException e)
-        {
-            return Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON", $"The body is not a valid request: {e.Message}");
-        }
-
+        var (request, invalid) = await submitter.ReadAsync(http.Request, ct);
         if (request is null)
         {
-            return Problems.Of(StatusCodes.Status400BadRequest, "Malformed JSON", "The body must be a JSON object.");
+            return invalid!;
         }
 
         if (chat ? request.Prompt is not null || request.Messages is null : request.Messages is not null || request.Prompt is null)
