@@ -15,7 +15,7 @@ namespace LlmServing.Producer.Webhooks;
 /// stable message id.
 /// </summary>
 public sealed class ResultEventDispatcher(
-    ResultEventStore store, IBus bus, IOptions<WebhookOptions> options, TimeProvider clock, Usage.TenantUsageMetrics usage, JobOutcomeMetrics outcomes,
+    ResultEventStore store, ResultStore.Batches.BatchLineStore lines, IBus bus, IOptions<WebhookOptions> options, TimeProvider clock, Usage.TenantUsageMetrics usage, JobOutcomeMetrics outcomes,
     ILogger<ResultEventDispatcher> logger) : BackgroundService
 {
     private const int PageSize = 500;
@@ -75,19 +75,24 @@ public sealed class ResultEventDispatcher(
             return 0;
         }
 
+        var deliveries = new List<NewWebhookDelivery>();
         foreach (var batch in claim.Items)
         {
+            var counts = await lines.CountsAsync(batch.Id, ct);
             var message = new BatchCompleted
             {
-                BatchId = batch.Id, TenantId = batch.TenantId, Status = batch.Status, Total = batch.Total, Completed = batch.Completed,
-                Failed = batch.Failed, Usage = new ResultUsage((int)batch.PromptTokens, (int)batch.CompletionTokens,
-                    (int)(batch.PromptTokens + batch.CompletionTokens), (int)batch.CachedTokens),
+                BatchId = batch.Id, TenantId = batch.TenantId, Status = batch.Status, Total = counts.Total, Completed = counts.Completed,
+                Failed = counts.Failed, Usage = new ResultUsage((int)counts.PromptTokens, (int)counts.CompletionTokens,
+                    (int)(counts.PromptTokens + counts.CompletionTokens), (int)counts.CachedTokens),
                 OutputFileId = batch.OutputFileId, ErrorFileId = batch.ErrorFileId, FinishedAt = batch.FinishedAt,
             };
             await bus.Publish(message, c => c.MessageId = ResultEventIds.ForBatch(batch.Id), ct);
+            if (batch.WebhookUrl is not null)
+            {
+                deliveries.Add(BatchWebhook(batch, counts));
+            }
         }
 
-        var deliveries = claim.Items.Where(b => b.WebhookUrl is not null).Select(BatchWebhook).ToList();
         await claim.CompleteAsync(deliveries, ct);
         return claim.Items.Count;
     }
@@ -148,19 +153,19 @@ public sealed class ResultEventDispatcher(
         return Delivery(job.TenantId, type, job.Id.ToString(), job.WebhookUrl!, data);
     }
 
-    private NewWebhookDelivery BatchWebhook(OwedBatchEvent batch)
+    private NewWebhookDelivery BatchWebhook(OwedBatchEvent batch, ResultStore.Batches.BatchCounts counts)
     {
         var data = new JsonObject
         {
             ["id"] = batch.Id,
             ["object"] = "batch",
             ["status"] = batch.Status,
-            ["request_counts"] = new JsonObject { ["total"] = batch.Total, ["completed"] = batch.Completed, ["failed"] = batch.Failed },
+            ["request_counts"] = new JsonObject { ["total"] = counts.Total, ["completed"] = counts.Completed, ["failed"] = counts.Failed },
             ["usage"] = new JsonObject
             {
-                ["input_tokens"] = batch.PromptTokens, ["output_tokens"] = batch.CompletionTokens,
-                ["total_tokens"] = batch.PromptTokens + batch.CompletionTokens,
-                ["input_tokens_details"] = new JsonObject { ["cached_tokens"] = batch.CachedTokens },
+                ["input_tokens"] = counts.PromptTokens, ["output_tokens"] = counts.CompletionTokens,
+                ["total_tokens"] = counts.PromptTokens + counts.CompletionTokens,
+                ["input_tokens_details"] = new JsonObject { ["cached_tokens"] = counts.CachedTokens },
             },
             ["output_file_id"] = batch.OutputFileId,
             ["error_file_id"] = batch.ErrorFileId,

@@ -13,10 +13,9 @@ public sealed record OwedJobEvent(
     public DateTimeOffset? StartedAt { get; init; }
 }
 
-/// <summary>A final batch whose event is owed, with its line counts and token sums.</summary>
+/// <summary>A final batch whose event is owed (its counts come from <see cref="Batches.BatchLineStore.CountsAsync"/>).</summary>
 public sealed record OwedBatchEvent(
-    string Id, string TenantId, string Status, int Total, int Completed, int Failed, long PromptTokens, long CompletionTokens,
-    long CachedTokens, string? OutputFileId, string? ErrorFileId, DateTimeOffset? FinishedAt, string? WebhookUrl);
+    string Id, string TenantId, string Status, string? OutputFileId, string? ErrorFileId, DateTimeOffset? FinishedAt, string? WebhookUrl);
 
 /// <summary>A webhook to record together with the events that caused it.</summary>
 public sealed record NewWebhookDelivery(Guid Id, string TenantId, string EventType, string SubjectId, string Url, string Payload);
@@ -72,18 +71,11 @@ public sealed class ResultEventStore(NpgsqlDataSource data, TimeProvider clock)
         var transaction = await connection.BeginTransactionAsync(ct);
         var items = new List<OwedBatchEvent>();
         await using (var command = new NpgsqlCommand($"""
-            SELECT b.id, b.tenant_id, b.status, COALESCE(b.total_lines, 0), c.completed, c.failed, c.prompt, c.completion, c.cached,
-                   b.output_file_id, b.error_file_id, COALESCE(b.completed_at, b.failed_at, b.cancelled_at, b.expired_at),
-                   COALESCE(b.webhook_url, w.url)
+            SELECT b.id, b.tenant_id, b.status, b.output_file_id, b.error_file_id,
+                   COALESCE(b.completed_at, b.failed_at, b.cancelled_at, b.expired_at), COALESCE(b.webhook_url, w.url)
             FROM (SELECT * FROM batches WHERE event_sent_at IS NULL AND status IN {FinalBatches}
                   ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) b
             LEFT JOIN tenant_webhooks w ON w.tenant_id = b.tenant_id
-            CROSS JOIN LATERAL (
-                SELECT count(*) FILTER (WHERE j.status = 'succeeded')::int AS completed,
-                       count(*) FILTER (WHERE j.status IN ('failed', 'cancelled', 'expired'))::int AS failed,
-                       COALESCE(sum(j.prompt_tokens), 0)::bigint AS prompt, COALESCE(sum(j.completion_tokens), 0)::bigint AS completion,
-                       COALESCE(sum(j.cached_tokens), 0)::bigint AS cached
-                FROM jobs j WHERE j.batch_id = b.id) c
             """, connection, transaction))
         {
             command.Parameters.AddWithValue(limit);
@@ -91,9 +83,8 @@ public sealed class ResultEventStore(NpgsqlDataSource data, TimeProvider clock)
             while (await reader.ReadAsync(ct))
             {
                 items.Add(new OwedBatchEvent(
-                    reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetInt32(3), reader.GetInt32(4), reader.GetInt32(5),
-                    reader.GetInt64(6), reader.GetInt64(7), reader.GetInt64(8), Str(reader, 9), Str(reader, 10),
-                    reader.IsDBNull(11) ? null : reader.GetFieldValue<DateTimeOffset>(11), Str(reader, 12)));
+                    reader.GetString(0), reader.GetString(1), reader.GetString(2), Str(reader, 3), Str(reader, 4),
+                    reader.IsDBNull(5) ? null : reader.GetFieldValue<DateTimeOffset>(5), Str(reader, 6)));
             }
         }
 
