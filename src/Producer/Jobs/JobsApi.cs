@@ -180,9 +180,9 @@ public static class JobsApi
         });
     }
 
-    private static async Task<IResult> DeleteJob(Guid id, HttpContext http, JobStore store, CancellationToken ct)
+    private static async Task<IResult> DeleteJob(Guid id, HttpContext http, JobStore store, ResultStore.Retention.RetentionStore retention, CancellationToken ct)
     {
-        if (await store.DeleteFinalAsync(id, http.Tenant(), ct))
+        if (await retention.DeleteFinalJobAsync(id, http.Tenant(), ct))
         {
             return TypedResults.Ok(new { id, @object = "job", deleted = true });
         }

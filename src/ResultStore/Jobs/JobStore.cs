@@ -318,31 +318,6 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         return await query.OrderByDescending(j => j.Id).Take(limit).ToListAsync(ct);
     }
 
-    /// <summary>
-    /// Deletes a final job whose event went out, adding its usage to <c>usage_daily</c> in the same statement.
-    /// Returns false when there is no such job of the tenant in that state.
-    /// </summary>
-    public async Task<bool> DeleteFinalAsync(Guid id, string tenantId, CancellationToken ct)
-    {
-        await using var db = await contexts.CreateDbContextAsync(ct);
-        var deleted = await db.Database.SqlQuery<int>($"""
-            WITH gone AS (
-                DELETE FROM jobs WHERE id = {id} AND tenant_id = {tenantId} AND batch_id IS NULL
-                  AND status IN ('succeeded', 'failed', 'cancelled', 'expired') AND event_sent_at IS NOT NULL
-                RETURNING tenant_id, (finished_at AT TIME ZONE 'UTC')::date AS day, prompt_tokens, completion_tokens, cached_tokens),
-            rolled AS (
-                INSERT INTO usage_daily (tenant_id, day, jobs, prompt_tokens, completion_tokens, cached_tokens)
-                SELECT tenant_id, day, 1, COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0), COALESCE(cached_tokens, 0) FROM gone
-                ON CONFLICT (tenant_id, day) DO UPDATE SET
-                    jobs = usage_daily.jobs + EXCLUDED.jobs,
-                    prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,
-                    completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,
-                    cached_tokens = usage_daily.cached_tokens + EXCLUDED.cached_tokens)
-            SELECT count(*)::int AS "Value" FROM gone
-            """).ToListAsync(ct); // not composed: a WITH that deletes cannot be a subquery
-        return deleted.Single() == 1;
-    }
-
     /// <summary>Marks queued jobs whose deadline has passed as <c>expired</c>. Returns how many.</summary>
     public async Task<int> ExpireOverdueAsync(CancellationToken ct)
     {

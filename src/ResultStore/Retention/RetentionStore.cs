@@ -16,6 +16,24 @@ public sealed class RetentionStore(NpgsqlDataSource data, TimeProvider clock)
     private const string FinalBatches = "('completed', 'failed', 'cancelled', 'expired')";
 
     /// <summary>
+    /// Adds the usage of the jobs a preceding CTE named <c>gone</c> deleted (its rows: tenant_id, day, prompt_tokens,
+    /// completion_tokens, cached_tokens) to <c>usage_daily</c>, in the deleting statement itself.
+    /// </summary>
+    private const string RollUpGone = """
+        rolled AS (
+            INSERT INTO usage_daily (tenant_id, day, jobs, prompt_tokens, completion_tokens, cached_tokens)
+            SELECT tenant_id, day, count(*), COALESCE(sum(prompt_tokens), 0), COALESCE(sum(completion_tokens), 0), COALESCE(sum(cached_tokens), 0)
+            FROM gone GROUP BY tenant_id, day
+            ON CONFLICT (tenant_id, day) DO UPDATE SET
+                jobs = usage_daily.jobs + EXCLUDED.jobs,
+                prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,
+                completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,
+                cached_tokens = usage_daily.cached_tokens + EXCLUDED.cached_tokens)
+        """;
+
+    private const string GoneColumns = "j.tenant_id, (j.finished_at AT TIME ZONE 'UTC')::date AS day, j.prompt_tokens, j.completion_tokens, j.cached_tokens";
+
+    /// <summary>
     /// Deletes up to <paramref name="limit"/> files past <c>expires_at</c>, one transaction each, never one that a
     /// batch still running reads. Returns how many.
     /// </summary>
@@ -89,22 +107,33 @@ public sealed class RetentionStore(NpgsqlDataSource data, TimeProvider clock)
                 FOR UPDATE OF j SKIP LOCKED),
             gone AS (
                 DELETE FROM jobs j USING doomed d WHERE j.id = d.id
-                RETURNING j.tenant_id, (j.finished_at AT TIME ZONE 'UTC')::date AS day, j.prompt_tokens, j.completion_tokens, j.cached_tokens),
-            rolled AS (
-                INSERT INTO usage_daily (tenant_id, day, jobs, prompt_tokens, completion_tokens, cached_tokens)
-                SELECT tenant_id, day, count(*), COALESCE(sum(prompt_tokens), 0), COALESCE(sum(completion_tokens), 0), COALESCE(sum(cached_tokens), 0)
-                FROM gone GROUP BY tenant_id, day
-                ON CONFLICT (tenant_id, day) DO UPDATE SET
-                    jobs = usage_daily.jobs + EXCLUDED.jobs,
-                    prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,
-                    completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,
-                    cached_tokens = usage_daily.cached_tokens + EXCLUDED.cached_tokens)
+                RETURNING {GoneColumns}),
+            {RollUpGone}
             SELECT count(*)::int FROM gone
             """);
         command.Parameters.AddWithValue(clock.GetUtcNow());
         command.Parameters.AddWithValue(retention.TotalSeconds);
         command.Parameters.AddWithValue(limit);
         return (int)(await command.ExecuteScalarAsync(ct))!;
+    }
+
+    /// <summary>
+    /// Deletes one final interactive job of the tenant whose event went out (<c>DELETE /v1/jobs/{id}</c>), its usage
+    /// kept as retention keeps it. False when there is no such job in that state.
+    /// </summary>
+    public async Task<bool> DeleteFinalJobAsync(Guid id, string tenantId, CancellationToken ct)
+    {
+        await using var command = data.CreateCommand($"""
+            WITH gone AS (
+                DELETE FROM jobs j WHERE j.id = $1 AND j.tenant_id = $2 AND j.batch_id IS NULL
+                  AND j.status IN {FinalJobs} AND j.event_sent_at IS NOT NULL
+                RETURNING {GoneColumns}),
+            {RollUpGone}
+            SELECT count(*)::int FROM gone
+            """);
+        command.Parameters.AddWithValue(id);
+        command.Parameters.AddWithValue(tenantId);
+        return (int)(await command.ExecuteScalarAsync(ct))! == 1;
     }
 
     /// <summary>Deletes up to <paramref name="limit"/> final batches past retention whose lines are all gone. Returns how many.</summary>
