@@ -47,6 +47,7 @@ public static class BatchesApi
         int? outputExpiresAfter = null;
         var uploadedHere = false;
         string inputFileId;
+        long inputBytes;
         string? metadata = null;
         var mediaType = http.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
         if (mediaType is "application/jsonl" or "application/x-ndjson" or "application/x-jsonlines" or "text/jsonl")
@@ -67,6 +68,7 @@ public static class BatchesApi
             {
                 var uploaded = await files.CreateAsync(http.HttpContext.Tenant(), "upload.jsonl", "batch", http.Body, o.MaxFileBytes, ct);
                 inputFileId = uploaded.Id;
+                inputBytes = uploaded.Bytes;
                 uploadedHere = true;
                 await files.SetExpiryAsync([inputFileId], Retention.RetentionOptions.ExpiryOf(uploaded.CreatedAt, retention.Value.BatchFiles), ct);
             }
@@ -159,10 +161,12 @@ public static class BatchesApi
                 }
             }
 
-            if (await files.FindAsync(inputFileId, http.HttpContext.Tenant(), ct) is not { Purpose: "batch" })
+            if (await files.FindAsync(inputFileId, http.HttpContext.Tenant(), ct) is not { Purpose: "batch" } input)
             {
                 return Problems.Of(StatusCodes.Status404NotFound, "File not found", $"There is no batch input file with id {inputFileId}.");
             }
+
+            inputBytes = input.Bytes;
         }
         else
         {
@@ -170,7 +174,7 @@ public static class BatchesApi
                 "Send JSON ({\"input_file_id\", \"endpoint\", \"completion_window\"}) or the JSONL file itself as application/jsonl.");
         }
 
-        if (await QuotaProblemAsync(http.HttpContext.Tenant(), inputFileId, files, lines, settings, o, ct) is { } overQuota)
+        if (await QuotaProblemAsync(http.HttpContext.Tenant(), inputBytes, lines, settings, o, ct) is { } overQuota)
         {
             if (uploadedHere)
             {
@@ -202,7 +206,7 @@ public static class BatchesApi
     /// reserved: two batches created at the same moment may both pass.
     /// </summary>
     private static async Task<IResult?> QuotaProblemAsync(
-        string tenant, string fileId, FileStore files, BatchLineStore lines, ResultStore.Tenants.TenantSettingsStore settings, ProducerOptions o,
+        string tenant, long fileBytes, BatchLineStore lines, ResultStore.Tenants.TenantSettingsStore settings, ProducerOptions o,
         CancellationToken ct)
     {
         var limit = (await settings.FindAsync(tenant, ct))?.MaxEnqueuedTokens ?? o.MaxEnqueuedTokensPerTenant;
@@ -211,7 +215,7 @@ public static class BatchesApi
             return null;
         }
 
-        var requested = ((await files.FindAsync(fileId, tenant, ct))?.Bytes ?? 0) / 4;
+        var requested = fileBytes / 4;
         var enqueued = await lines.EnqueuedTokensAsync(tenant, ct);
         if (enqueued + requested <= limit)
         {
