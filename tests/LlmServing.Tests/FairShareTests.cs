@@ -27,19 +27,9 @@ public sealed class FairShareTests
                 ["Producer:FinalizeInterval"] = "00:00:00.100",
             });
             await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Inference:Slots"] = "4" });
-            using var admin = new HttpClient { BaseAddress = producer.Client.BaseAddress };
-            admin.DefaultRequestHeaders.Authorization = new("Bearer", adminKey);
-
-            async Task<HttpClient> Tenant(string name)
-            {
-                using var created = await admin.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = $"{name}-{TestServices.RunId}" });
-                var client = new HttpClient { BaseAddress = producer.Client.BaseAddress, Timeout = TimeSpan.FromMinutes(2) };
-                client.DefaultRequestHeaders.Authorization = new("Bearer", JsonNode.Parse(await created.Content.ReadAsStringAsync())!["key"]!.GetValue<string>());
-                return client;
-            }
-
-            using var big = await Tenant("big");
-            using var small = await Tenant("small");
+            using var admin = TenantClients.WithKey(producer.Client.BaseAddress!, adminKey);
+            using var big = await admin.TenantAsync($"big-{TestServices.RunId}");
+            using var small = await admin.TenantAsync($"small-{TestServices.RunId}");
             var smallFile = string.Join("\n", Enumerable.Range(0, 10).Select(i => BatchApi.ChatLine($"s{i}", $"small {i}")));
 
             async Task<TimeSpan> RunSmallAsync()

@@ -53,11 +53,9 @@ public sealed class LimitsTests
                 ["Producer:MaxQueuedJobsPerTenant"] = "3",
                 ["Producer:AdminKey"] = "admin-for-limits",
             });
-            using var admin = new HttpClient { BaseAddress = producer.Client.BaseAddress };
-            admin.DefaultRequestHeaders.Authorization = new("Bearer", "admin-for-limits");
-            using var created = await admin.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = $"cap-{TestServices.RunId}" });
-            var key = System.Text.Json.Nodes.JsonNode.Parse(await created.Content.ReadAsStringAsync())!["key"]!.GetValue<string>();
-            producer.Client.DefaultRequestHeaders.Authorization = new("Bearer", key);
+            using var admin = TenantClients.WithKey(producer.Client.BaseAddress!, "admin-for-limits");
+            using var tenantClient = await admin.TenantAsync($"cap-{TestServices.RunId}");
+            producer.Client.DefaultRequestHeaders.Authorization = tenantClient.DefaultRequestHeaders.Authorization;
 
             var accepted = 0;
             HttpResponseMessage? refused = null;
@@ -94,11 +92,10 @@ public sealed class LimitsTests
         {
             // No worker: enqueued work stays enqueued. A tenant of its own, with its limit set by the admin.
             await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:AdminKey"] = "admin-for-token-quota" });
-            using var admin = new HttpClient { BaseAddress = producer.Client.BaseAddress };
-            admin.DefaultRequestHeaders.Authorization = new("Bearer", "admin-for-token-quota");
+            using var admin = TenantClients.WithKey(producer.Client.BaseAddress!, "admin-for-token-quota");
             var tenant = $"quota-{TestServices.RunId}";
-            using var created = await admin.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = tenant });
-            producer.Client.DefaultRequestHeaders.Authorization = new("Bearer", System.Text.Json.Nodes.JsonNode.Parse(await created.Content.ReadAsStringAsync())!["key"]!.GetValue<string>());
+            using var tenantClient = await admin.TenantAsync(tenant);
+            producer.Client.DefaultRequestHeaders.Authorization = tenantClient.DefaultRequestHeaders.Authorization;
             using (var set = await admin.PutAsJsonAsync($"/v1/admin/tenants/{tenant}/settings", new { max_enqueued_tokens = 1500 }))
             {
                 Assert.That((int)set.StatusCode, Is.EqualTo(200));

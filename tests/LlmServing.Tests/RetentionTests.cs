@@ -29,8 +29,7 @@ public sealed class RetentionTests
             ["Retention:Interval"] = "00:00:00.300",
         });
         _worker = await WorkerInstance.StartAsync(_queue);
-        _admin = new HttpClient { BaseAddress = _producer.Client.BaseAddress };
-        _admin.DefaultRequestHeaders.Authorization = new("Bearer", AdminKey);
+        _admin = TenantClients.WithKey(_producer.Client.BaseAddress!, AdminKey);
     }
 
     [OneTimeTearDown]
@@ -42,14 +41,7 @@ public sealed class RetentionTests
         await Broker.DeleteAsync(_queue, _queue + "-batch");
     }
 
-    private async Task<HttpClient> TenantAsync(string name)
-    {
-        using var created = await _admin.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = $"{name}-{TestServices.RunId}" });
-        var key = JsonNode.Parse(await created.Content.ReadAsStringAsync())!["key"]!.GetValue<string>();
-        var client = new HttpClient { BaseAddress = _producer.Client.BaseAddress };
-        client.DefaultRequestHeaders.Authorization = new("Bearer", key);
-        return client;
-    }
+    private Task<HttpClient> TenantAsync(string name) => _admin.TenantAsync($"{name}-{TestServices.RunId}");
 
     [Test]
     public async Task ShouldDeleteFinalJobsPastTheTenantsRetention_AndKeepTheirUsage()

@@ -33,12 +33,9 @@ public sealed class SoakTests
                 ["Retention:OutputFiles"] = "00:00:01",
             });
             await using var worker = await WorkerInstance.StartAsync(queue);
-            using var admin = new HttpClient { BaseAddress = producer.Client.BaseAddress };
-            admin.DefaultRequestHeaders.Authorization = new("Bearer", adminKey);
+            using var admin = TenantClients.WithKey(producer.Client.BaseAddress!, adminKey);
             var tenant = $"soak-{TestServices.RunId}";
-            using var created = await admin.PostAsJsonAsync("/v1/admin/keys", new { tenant_id = tenant });
-            var client = producer.Client;
-            client.DefaultRequestHeaders.Authorization = new("Bearer", JsonNode.Parse(await created.Content.ReadAsStringAsync())!["key"]!.GetValue<string>());
+            using var client = await admin.TenantAsync(tenant);
             using (await admin.PutAsJsonAsync($"/v1/admin/tenants/{tenant}/settings", new { job_retention_days = 1 }))
             {
             }
