@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using LlmServing.Contracts;
 using LlmServing.ResultStore.Webhooks;
@@ -185,6 +184,6 @@ public sealed class ResultEventDispatcher(
             ["created_at"] = clock.GetUtcNow().ToUnixTimeSeconds(),
             ["data"] = data,
         };
-        return new NewWebhookDelivery(id, tenantId, type, subjectId, url, body.ToJsonString(new JsonSerializerOptions { WriteIndented = false }));
+        return new NewWebhookDelivery(id, tenantId, type, subjectId, url, body.ToJsonString());
     }
 }
