@@ -47,7 +47,7 @@ public sealed class ProgressWriter(JobStore store, ILogger<ProgressWriter> logge
                 if (batch.Count > 0)
                 {
                     await store.WriteProgressAsync(
-                        [.. batch.Select(p => p.JobId)], [.. batch.Select(p => p.Text.Replace('\0', '\uFFFD'))], [.. batch.Select(p => p.Tokens)],
+                        [.. batch.Select(p => p.JobId)], [.. batch.Select(p => JobResult.Storable(p.Text))], [.. batch.Select(p => p.Tokens)],
                         stoppingToken);
                 }
             }

@@ -20,7 +20,10 @@ public sealed record JobResult(string OutputText, string FinishReason, int Promp
     /// The text as PostgreSQL can store it: a model may emit a NUL byte (a <c>&lt;0x00&gt;</c> token), which a text
     /// column rejects; it becomes U+FFFD, as other undecodable bytes already are.
     /// </summary>
-    public string StorableText => OutputText.Contains('\0', StringComparison.Ordinal) ? OutputText.Replace('\0', '\uFFFD') : OutputText;
+    public string StorableText => Storable(OutputText);
+
+    /// <summary>Generated text as a PostgreSQL text column takes it: a NUL becomes U+FFFD.</summary>
+    public static string Storable(string text) => text.Contains('\0', StringComparison.Ordinal) ? text.Replace('\0', '\uFFFD') : text;
 }
 
 /// <summary>
