@@ -26,4 +26,7 @@ public static class JobStatuses
 
     /// <summary>The final statuses, for queries (the same set as <see cref="IsFinal"/>).</summary>
     public static string[] Final => [Succeeded, Failed, Cancelled, Expired];
+
+    /// <summary>Every status, in lifecycle order.</summary>
+    public static string[] All => [Queued, Running, Succeeded, Failed, Cancelled, Expired];
 }

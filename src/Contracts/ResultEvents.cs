@@ -106,8 +106,12 @@ public sealed record ResultUsage(int PromptTokens, int CompletionTokens, int Tot
 /// <summary>The stable message ids of result events: the same for every copy of one event, different across events.</summary>
 public static class ResultEventIds
 {
-    /// <summary>The message id of the final event of a job.</summary>
-    public static Guid ForJob(Guid jobId) => Derive($"job-final/{jobId:N}");
+    /// <summary>
+    /// The message id of the final event of a job; after an operator replayed it (<paramref name="replays"/> times),
+    /// another one per replay, since the replayed run ends with a new outcome.
+    /// </summary>
+    public static Guid ForJob(Guid jobId, int replays = 0) =>
+        Derive(replays == 0 ? $"job-final/{jobId:N}" : $"job-final/{jobId:N}/replay-{replays}");
 
     /// <summary>The message id of the final event of a batch.</summary>
     public static Guid ForBatch(string batchId) => Derive($"batch-final/{batchId}");

@@ -1,5 +1,6 @@
 using LlmServing.ServiceDefaults;
 using LlmServing.Producer.Usage;
+using LlmServing.Producer.OperatorConsole;
 using LlmServing.Producer.Streaming;
 using LlmServing.Producer.Retention;
 using LlmServing.Producer.Webhooks;
@@ -63,6 +64,7 @@ public static class ProducerExtensions
         builder.AddResultsOut();
         builder.AddRetention();
         builder.AddBatches();
+        builder.AddOperatorConsole();
         builder.Services.AddSingleton(_ => Prometheus.Metrics.NewCustomRegistry());
         builder.Services.AddHostedService<JobMetrics>();
         return builder;
@@ -105,6 +107,7 @@ public static class ProducerExtensions
         app.MapOpenAiApi();
         app.MapJobStreamApi();
         app.MapUsageApi();
+        app.MapOperatorConsole();
         return app;
     }
 }

@@ -98,7 +98,7 @@ public sealed class ResultEventDispatcher(
 
     private Task PublishAsync(OwedJobEvent job, CancellationToken ct)
     {
-        var id = ResultEventIds.ForJob(job.Id);
+        var id = ResultEventIds.ForJob(job.Id, job.Replays);
         var usage = Usage(job);
         return job.Status == JobStatuses.Succeeded
             ? bus.Publish(new JobCompleted

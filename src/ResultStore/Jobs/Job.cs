@@ -100,6 +100,12 @@ public sealed class Job
 
     /// <summary>Batch lines: prompt characters / 4 + max_tokens, the line's weight against its tenant's enqueued-token quota.</summary>
     public int? EstimatedTokens { get; set; }
+
+    /// <summary>
+    /// Times an operator replayed the job from a dead letter (the console). Each replay owes a new final event, with a
+    /// message id of its own (<see cref="Contracts.ResultEventIds.ForJob"/>), so subscribers that deduplicate still see it.
+    /// </summary>
+    public int Replays { get; set; }
 }
 
 /// <summary>Tenants until API keys exist: every job belongs to the default tenant.</summary>

@@ -375,4 +375,72 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
                 .SetProperty(j => j.FinishedAt, now), ct);
         return updated == 1;
     }
+
+    /// <summary>
+    /// An operator's replay of a failed job (from its dead letter): the job is queued again, unpublished (the publish
+    /// sweep, or the batch releaser for a batch line, sends it), with its attempts, result and error cleared and its
+    /// replay count raised, so its next final state owes a new event. Only a <c>failed</c> job is replayed, and a batch
+    /// line only while its batch runs (the batch row is locked against the finalizer meanwhile).
+    /// </summary>
+    public async Task<ReplayOutcome> ReplayFailedAsync(Guid id, CancellationToken ct)
+    {
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        var job = await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id, ct);
+        if (job is null)
+        {
+            return new ReplayOutcome(ReplayResult.NotFound, null);
+        }
+
+        if (job.Status != JobStatuses.Failed)
+        {
+            return new ReplayOutcome(ReplayResult.NotFailed, job);
+        }
+
+        if (job.BatchId is not null)
+        {
+            var batchStatus = await db.Database
+                .SqlQuery<string>($"SELECT status AS \"Value\" FROM batches WHERE id = {job.BatchId} FOR SHARE")
+                .SingleOrDefaultAsync(ct);
+            if (batchStatus != "in_progress")
+            {
+                return new ReplayOutcome(ReplayResult.BatchEnded, job);
+            }
+        }
+
+        await db.Jobs.Where(j => j.Id == id && j.Status == JobStatuses.Failed).ExecuteUpdateAsync(s => s
+            .SetProperty(j => j.Status, JobStatuses.Queued)
+            .SetProperty(j => j.Error, (string?)null)
+            .SetProperty(j => j.FinishReason, (string?)null)
+            .SetProperty(j => j.OutputText, (string?)null)
+            .SetProperty(j => j.PromptTokens, (int?)null)
+            .SetProperty(j => j.CompletionTokens, (int?)null)
+            .SetProperty(j => j.CachedTokens, (int?)null)
+            .SetProperty(j => j.Logprobs, (string?)null)
+            .SetProperty(j => j.Choices, (string?)null)
+            .SetProperty(j => j.PartialText, (string?)null)
+            .SetProperty(j => j.PartialTokens, (int?)null)
+            .SetProperty(j => j.StartedAt, (DateTimeOffset?)null)
+            .SetProperty(j => j.FinishedAt, (DateTimeOffset?)null)
+            .SetProperty(j => j.QueuedAt, (DateTimeOffset?)null)
+            .SetProperty(j => j.WorkerId, (string?)null)
+            .SetProperty(j => j.LeaseExpiresAt, (DateTimeOffset?)null)
+            .SetProperty(j => j.CancelRequestedAt, (DateTimeOffset?)null)
+            .SetProperty(j => j.EventSentAt, (DateTimeOffset?)null)
+            .SetProperty(j => j.Attempts, 0)
+            .SetProperty(j => j.Replays, j => j.Replays + 1), ct);
+        await transaction.CommitAsync(ct);
+        return new ReplayOutcome(ReplayResult.Replayed, await db.Jobs.AsNoTracking().SingleAsync(j => j.Id == id, ct));
+    }
 }
+
+public enum ReplayResult
+{
+    Replayed,
+    NotFound,
+    NotFailed,
+    BatchEnded,
+}
+
+/// <summary>What a replay did, and the job as it is now (null when unknown).</summary>
+public sealed record ReplayOutcome(ReplayResult Result, Job? Job);

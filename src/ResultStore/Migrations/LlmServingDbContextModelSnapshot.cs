@@ -348,6 +348,10 @@ namespace LlmServing.ResultStore.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("queued_at");
 
+                    b.Property<int>("Replays")
+                        .HasColumnType("integer")
+                        .HasColumnName("replays");
+
                     b.Property<string>("Request")
                         .IsRequired()
                         .HasColumnType("jsonb")

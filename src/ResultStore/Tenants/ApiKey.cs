@@ -57,6 +57,28 @@ public sealed class ApiKeyStore(IDbContextFactory<LlmServingDbContext> contexts,
         return await db.Set<ApiKey>().Where(k => k.KeyHash == hash && k.RevokedAt == null).Select(k => k.TenantId).SingleOrDefaultAsync(ct);
     }
 
+    /// <summary>The record of a valid, unrevoked key; null otherwise.</summary>
+    public async Task<ApiKey?> FindActiveAsync(string key, CancellationToken ct)
+    {
+        var hash = Hash(key);
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        return await db.Set<ApiKey>().AsNoTracking().SingleOrDefaultAsync(k => k.KeyHash == hash && k.RevokedAt == null, ct);
+    }
+
+    /// <summary>The record of key <paramref name="id"/> while it is not revoked; null otherwise.</summary>
+    public async Task<ApiKey?> FindActiveAsync(Guid id, CancellationToken ct)
+    {
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        return await db.Set<ApiKey>().AsNoTracking().SingleOrDefaultAsync(k => k.Id == id && k.RevokedAt == null, ct);
+    }
+
+    /// <summary>Every key, newest first (revoked ones too), for the operator's console.</summary>
+    public async Task<List<ApiKey>> ListAsync(CancellationToken ct)
+    {
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        return await db.Set<ApiKey>().AsNoTracking().OrderByDescending(k => k.CreatedAt).ToListAsync(ct);
+    }
+
     public async Task<bool> RevokeAsync(Guid id, CancellationToken ct)
     {
         var now = clock.GetUtcNow();

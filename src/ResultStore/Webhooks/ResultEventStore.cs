@@ -11,6 +11,9 @@ public sealed record OwedJobEvent(
     public DateTimeOffset CreatedAt { get; init; }
 
     public DateTimeOffset? StartedAt { get; init; }
+
+    /// <summary>Operator replays so far: part of the event's message id.</summary>
+    public int Replays { get; init; }
 }
 
 /// <summary>A final batch whose event is owed (its counts come from <see cref="Batches.BatchLineStore.CountsAsync"/>).</summary>
@@ -39,7 +42,7 @@ public sealed class ResultEventStore(NpgsqlDataSource data, TimeProvider clock)
         await using (var command = new NpgsqlCommand($"""
             SELECT j.id, j.tenant_id, j.status, j.finish_reason, j.output_text, j.error, j.prompt_tokens, j.completion_tokens,
                    j.cached_tokens, j.idempotency_key, j.batch_id, j.custom_id, j.finished_at,
-                   COALESCE(j.webhook_url, CASE WHEN j.batch_id IS NULL THEN w.url END), j.created_at, j.started_at
+                   COALESCE(j.webhook_url, CASE WHEN j.batch_id IS NULL THEN w.url END), j.created_at, j.started_at, j.replays
             FROM jobs j LEFT JOIN tenant_webhooks w ON w.tenant_id = j.tenant_id
             WHERE j.event_sent_at IS NULL AND j.status IN {FinalJobs}
             ORDER BY j.id LIMIT $1
@@ -57,6 +60,7 @@ public sealed class ResultEventStore(NpgsqlDataSource data, TimeProvider clock)
                 {
                     CreatedAt = reader.GetFieldValue<DateTimeOffset>(14),
                     StartedAt = reader.IsDBNull(15) ? null : reader.GetFieldValue<DateTimeOffset>(15),
+                    Replays = reader.GetInt32(16),
                 });
             }
         }
