@@ -3,6 +3,12 @@
 # local servers if needed). Its last line is the summary "N passed, N failed, N skipped".
 source "$(dirname "$0")/common.sh"
 bash scripts/services.sh
+# The console's browser tests drive Debian's Chromium through Playwright (its own browser download is not used).
+if [ -z "${LLMSERVING_CHROMIUM:-}" ] && ! [ -x /usr/bin/chromium ]; then
+  echo "[llmserving] installing chromium (Debian package) for the console's browser tests" >&2
+  SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 # The fault tests may restart the local servers this script manages (never servers you configured yourself).
 if [ "${LLMSERVING_EXTERNAL_SERVICES:-}" != "1" ] && [ "$(id -u)" = "0" ]; then
   export LLMSERVING_TEST_CAN_RESTART_SERVICES=1

@@ -22,7 +22,7 @@ public sealed class ObservabilityTests
     [Test]
     public async Task ShouldExportEveryMetricTheDashboardAndAlertsReference()
     {
-        var folder = Path.Combine(RepositoryRoot(), "infra", "observability");
+        var folder = Path.Combine(Repository.Root, "infra", "observability");
         var rules = await File.ReadAllLinesAsync(Path.Combine(folder, "alert-rules.yaml"));
         var alerts = AlertBlocks(rules);
         Assert.That(alerts, Is.Not.Empty, "alert-rules.yaml has no '- alert:' rule");
@@ -165,19 +165,6 @@ public sealed class ObservabilityTests
     }
 
     private static int Indent(string line) => line.Length - line.TrimStart().Length;
-
-    private static string RepositoryRoot()
-    {
-        for (var directory = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); directory is not null; directory = directory.Parent)
-        {
-            if (File.Exists(Path.Combine(directory.FullName, "LlmServing.sln")))
-            {
-                return directory.FullName;
-            }
-        }
-
-        throw new InvalidOperationException($"No LlmServing.sln above {TestContext.CurrentContext.TestDirectory}.");
-    }
 
     private static int FreePort()
     {

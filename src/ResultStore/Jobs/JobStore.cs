@@ -77,19 +77,19 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
             await using var transaction = await db.Database.BeginTransactionAsync(ct);
             await db.Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock(hashtextextended({"llmserving.queued:" + job.TenantId}, 0))", ct);
             if (job.IdempotencyKey is not null
-                && await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.TenantId == job.TenantId && j.IdempotencyKey == job.IdempotencyKey, ct) is { } existing)
+            && await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.TenantId == job.TenantId && j.IdempotencyKey == job.IdempotencyKey, ct) is { } existing)
             {
-                return (existing, false);
+            return (existing, false);
             }
 
             if (await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == job.Id, ct) is { } mine)
             {
-                return (mine, true); // an earlier attempt committed, but its acknowledgement was lost
+            return (mine, true); // an earlier attempt committed, but its acknowledgement was lost
             }
 
             if (await db.Jobs.CountAsync(j => j.TenantId == job.TenantId && j.Status == JobStatuses.Queued && j.BatchId == null, ct) >= maxQueued)
             {
-                return ((Job?)null, false);
+            return ((Job?)null, false);
             }
 
             db.Jobs.Add(job);
@@ -187,7 +187,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         await using var db = await contexts.CreateDbContextAsync(ct);
         return await db.Jobs
             .Where(j => j.Status == JobStatuses.Queued && j.QueuedAt != null && j.QueuedAt < before
-                        && (j.Queue == queue || (j.Queue == null && interactive && j.BatchId == null)))
+                    && (j.Queue == queue || (j.Queue == null && interactive && j.BatchId == null)))
             .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, (DateTimeOffset?)null), ct);
     }
 
@@ -222,10 +222,10 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
               lease_expires_at = CASE WHEN n.next = 'running' THEN {leaseUntil} ELSE NULL END,
               finished_at = CASE WHEN n.next = 'running' THEN j.finished_at ELSE {now} END
             FROM (SELECT id,
-                         CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
-                              WHEN status = 'queued' AND deadline < {now} THEN 'expired'
-                              ELSE 'running' END AS next
-                  FROM jobs WHERE id = {id} AND (status = 'queued' OR (status = 'running' AND {reclaimRunning})) FOR UPDATE) AS n
+                     CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                          WHEN status = 'queued' AND deadline < {now} THEN 'expired'
+                          ELSE 'running' END AS next
+              FROM jobs WHERE id = {id} AND (status = 'queued' OR (status = 'running' AND {reclaimRunning})) FOR UPDATE) AS n
             WHERE j.id = n.id
             RETURNING j.*
             """).AsNoTracking().ToListAsync(ct);
@@ -244,14 +244,14 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         var cancelled = await db.Jobs
             .Where(j => j.Id == id && j.TenantId == tenantId && j.Status == JobStatuses.Queued)
             .ExecuteUpdateAsync(s => s
-                .SetProperty(j => j.Status, JobStatuses.Cancelled)
-                .SetProperty(j => j.CancelRequestedAt, now)
-                .SetProperty(j => j.FinishedAt, now), ct);
+            .SetProperty(j => j.Status, JobStatuses.Cancelled)
+            .SetProperty(j => j.CancelRequestedAt, now)
+            .SetProperty(j => j.FinishedAt, now), ct);
         if (cancelled == 0)
         {
             await db.Jobs
-                .Where(j => j.Id == id && j.TenantId == tenantId && j.Status == JobStatuses.Running && j.CancelRequestedAt == null)
-                .ExecuteUpdateAsync(s => s.SetProperty(j => j.CancelRequestedAt, now), ct);
+            .Where(j => j.Id == id && j.TenantId == tenantId && j.Status == JobStatuses.Running && j.CancelRequestedAt == null)
+            .ExecuteUpdateAsync(s => s.SetProperty(j => j.CancelRequestedAt, now), ct);
         }
 
         return await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id && j.TenantId == tenantId, ct);
@@ -346,17 +346,17 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         var updated = await db.Jobs
             .Where(j => j.Id == id && !FinalStatuses.Contains(j.Status))
             .ExecuteUpdateAsync(s => s
-                .SetProperty(j => j.Status, status)
-                .SetProperty(j => j.OutputText, result.StorableText)
-                .SetProperty(j => j.FinishReason, result.FinishReason)
-                .SetProperty(j => j.PromptTokens, result.PromptTokens)
-                .SetProperty(j => j.CompletionTokens, result.CompletionTokens)
-                .SetProperty(j => j.CachedTokens, result.CachedTokens)
-                .SetProperty(j => j.Logprobs, result.LogprobsJson)
-                .SetProperty(j => j.Choices, result.ChoicesJson)
-                .SetProperty(j => j.FinishedAt, now)
-                .SetProperty(j => j.PartialText, (string?)null)
-                .SetProperty(j => j.Error, (string?)null), ct);
+            .SetProperty(j => j.Status, status)
+            .SetProperty(j => j.OutputText, result.StorableText)
+            .SetProperty(j => j.FinishReason, result.FinishReason)
+            .SetProperty(j => j.PromptTokens, result.PromptTokens)
+            .SetProperty(j => j.CompletionTokens, result.CompletionTokens)
+            .SetProperty(j => j.CachedTokens, result.CachedTokens)
+            .SetProperty(j => j.Logprobs, result.LogprobsJson)
+            .SetProperty(j => j.Choices, result.ChoicesJson)
+            .SetProperty(j => j.FinishedAt, now)
+            .SetProperty(j => j.PartialText, (string?)null)
+            .SetProperty(j => j.Error, (string?)null), ct);
         return updated == 1;
     }
 
@@ -368,11 +368,11 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         var updated = await db.Jobs
             .Where(j => j.Id == id && !FinalStatuses.Contains(j.Status))
             .ExecuteUpdateAsync(s => s
-                .SetProperty(j => j.Status, JobStatuses.Failed)
-                .SetProperty(j => j.Error, error)
-                .SetProperty(j => j.PromptTokens, promptTokens)
-                .SetProperty(j => j.PartialText, (string?)null)
-                .SetProperty(j => j.FinishedAt, now), ct);
+            .SetProperty(j => j.Status, JobStatuses.Failed)
+            .SetProperty(j => j.Error, error)
+            .SetProperty(j => j.PromptTokens, promptTokens)
+            .SetProperty(j => j.PartialText, (string?)null)
+            .SetProperty(j => j.FinishedAt, now), ct);
         return updated == 1;
     }
 
@@ -385,52 +385,56 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     public async Task<ReplayOutcome> ReplayFailedAsync(Guid id, CancellationToken ct)
     {
         await using var db = await contexts.CreateDbContextAsync(ct);
-        await using var transaction = await db.Database.BeginTransactionAsync(ct);
-        var job = await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id, ct);
-        if (job is null)
+        // A transaction under the retrying execution strategy: the whole unit is retried, not a statement.
+        return await db.Database.CreateExecutionStrategy().ExecuteAsync(async () =>
         {
-            return new ReplayOutcome(ReplayResult.NotFound, null);
-        }
-
-        if (job.Status != JobStatuses.Failed)
-        {
-            return new ReplayOutcome(ReplayResult.NotFailed, job);
-        }
-
-        if (job.BatchId is not null)
-        {
-            var batchStatus = await db.Database
-                .SqlQuery<string>($"SELECT status AS \"Value\" FROM batches WHERE id = {job.BatchId} FOR SHARE")
-                .SingleOrDefaultAsync(ct);
-            if (batchStatus != "in_progress")
+            await using var transaction = await db.Database.BeginTransactionAsync(ct);
+            var job = await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id, ct);
+            if (job is null)
             {
-                return new ReplayOutcome(ReplayResult.BatchEnded, job);
+                return new ReplayOutcome(ReplayResult.NotFound, null);
             }
-        }
 
-        await db.Jobs.Where(j => j.Id == id && j.Status == JobStatuses.Failed).ExecuteUpdateAsync(s => s
-            .SetProperty(j => j.Status, JobStatuses.Queued)
-            .SetProperty(j => j.Error, (string?)null)
-            .SetProperty(j => j.FinishReason, (string?)null)
-            .SetProperty(j => j.OutputText, (string?)null)
-            .SetProperty(j => j.PromptTokens, (int?)null)
-            .SetProperty(j => j.CompletionTokens, (int?)null)
-            .SetProperty(j => j.CachedTokens, (int?)null)
-            .SetProperty(j => j.Logprobs, (string?)null)
-            .SetProperty(j => j.Choices, (string?)null)
-            .SetProperty(j => j.PartialText, (string?)null)
-            .SetProperty(j => j.PartialTokens, (int?)null)
-            .SetProperty(j => j.StartedAt, (DateTimeOffset?)null)
-            .SetProperty(j => j.FinishedAt, (DateTimeOffset?)null)
-            .SetProperty(j => j.QueuedAt, (DateTimeOffset?)null)
-            .SetProperty(j => j.WorkerId, (string?)null)
-            .SetProperty(j => j.LeaseExpiresAt, (DateTimeOffset?)null)
-            .SetProperty(j => j.CancelRequestedAt, (DateTimeOffset?)null)
-            .SetProperty(j => j.EventSentAt, (DateTimeOffset?)null)
-            .SetProperty(j => j.Attempts, 0)
-            .SetProperty(j => j.Replays, j => j.Replays + 1), ct);
-        await transaction.CommitAsync(ct);
-        return new ReplayOutcome(ReplayResult.Replayed, await db.Jobs.AsNoTracking().SingleAsync(j => j.Id == id, ct));
+            if (job.Status != JobStatuses.Failed)
+            {
+                return new ReplayOutcome(ReplayResult.NotFailed, job);
+            }
+
+            if (job.BatchId is not null)
+            {
+                var batchStatus = await db.Database
+                    .SqlQuery<string>($"SELECT status AS \"Value\" FROM batches WHERE id = {job.BatchId} FOR SHARE")
+                    .SingleOrDefaultAsync(ct);
+                if (batchStatus != "in_progress")
+                {
+                    return new ReplayOutcome(ReplayResult.BatchEnded, job);
+                }
+            }
+
+            await db.Jobs.Where(j => j.Id == id && j.Status == JobStatuses.Failed).ExecuteUpdateAsync(s => s
+                .SetProperty(j => j.Status, JobStatuses.Queued)
+                .SetProperty(j => j.Error, (string?)null)
+                .SetProperty(j => j.FinishReason, (string?)null)
+                .SetProperty(j => j.OutputText, (string?)null)
+                .SetProperty(j => j.PromptTokens, (int?)null)
+                .SetProperty(j => j.CompletionTokens, (int?)null)
+                .SetProperty(j => j.CachedTokens, (int?)null)
+                .SetProperty(j => j.Logprobs, (string?)null)
+                .SetProperty(j => j.Choices, (string?)null)
+                .SetProperty(j => j.PartialText, (string?)null)
+                .SetProperty(j => j.PartialTokens, (int?)null)
+                .SetProperty(j => j.StartedAt, (DateTimeOffset?)null)
+                .SetProperty(j => j.FinishedAt, (DateTimeOffset?)null)
+                .SetProperty(j => j.QueuedAt, (DateTimeOffset?)null)
+                .SetProperty(j => j.WorkerId, (string?)null)
+                .SetProperty(j => j.LeaseExpiresAt, (DateTimeOffset?)null)
+                .SetProperty(j => j.CancelRequestedAt, (DateTimeOffset?)null)
+                .SetProperty(j => j.EventSentAt, (DateTimeOffset?)null)
+                .SetProperty(j => j.Attempts, 0)
+                .SetProperty(j => j.Replays, j => j.Replays + 1), ct);
+            await transaction.CommitAsync(ct);
+            return new ReplayOutcome(ReplayResult.Replayed, await db.Jobs.AsNoTracking().SingleAsync(j => j.Id == id, ct));
+        });
     }
 }
 
