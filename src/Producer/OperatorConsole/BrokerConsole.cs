@@ -227,7 +227,12 @@ public sealed class BrokerConsole(
             }
 
             using var json = JsonDocument.Parse(await response.Content.ReadAsStreamAsync(timeout.Token));
-            return json.RootElement.TryGetProperty("messages_unacknowledged", out var value) ? value.GetInt64() : 0;
+            // A queue the management API has no statistics for yet answers without the field (or, briefly after it was
+            // declared, not as one queue's object): unknown, not zero.
+            return json.RootElement.ValueKind == JsonValueKind.Object
+                   && json.RootElement.TryGetProperty("messages_unacknowledged", out var value) && value.ValueKind == JsonValueKind.Number
+                ? value.GetInt64()
+                : null;
         }
         catch (Exception e) when (e is HttpRequestException or OperationCanceledException or JsonException && !ct.IsCancellationRequested)
         {
