@@ -30,6 +30,7 @@ public static class WorkerExtensions
             .ValidateDataAnnotations().ValidateOnStart();
 
         builder.Services.AddSingleton<HeldJobs>();
+        builder.Services.AddSingleton<JobWrites>();
         builder.Services.AddSingleton<JobTelemetry>();
         builder.Services.AddSingleton(sp => new SlotGate(sp.GetRequiredService<IOptions<InferenceOptions>>().Value.Slots));
         builder.Services.AddHostedService<JobLeaseRenewer>();

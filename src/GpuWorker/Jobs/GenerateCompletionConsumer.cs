@@ -13,6 +13,7 @@ namespace LlmServing.GpuWorker.Jobs;
 /// </summary>
 public sealed class GenerateCompletionConsumer(
     JobStore jobs,
+    JobWrites writes,
     JobTelemetry telemetry,
     HeldJobs held,
     SlotGate slots,
@@ -49,7 +50,7 @@ public sealed class GenerateCompletionConsumer(
         // A running job is claimed again only by a redelivery (its worker died without acknowledging) or a retry here;
         // a fresh second copy of the message (a duplicate publish) must not run it twice.
         var reclaim = context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0;
-        var job = await jobs.TryStartAsync(message.JobId, worker.Value.WorkerId, ct, reclaim, worker.Value.JobLease);
+        var job = await writes.TryStartAsync(message.JobId, worker.Value.WorkerId, reclaim, worker.Value.JobLease, ct);
         if (job is null)
         {
             logger.LogInformation("Job {JobId} is final, unknown or running elsewhere; duplicate message acknowledged without running", message.JobId);
@@ -124,12 +125,12 @@ public sealed class GenerateCompletionConsumer(
         };
         if (outcome.FinishReason == "cancelled")
         {
-            await jobs.CompleteCancelledAsync(message.JobId, result, CancellationToken.None);
+            await writes.WriteResultAsync(message.JobId, JobStatuses.Cancelled, result);
             logger.LogInformation("Job {JobId} cancelled after {Completion} tokens", message.JobId, outcome.CompletionTokens);
             return;
         }
 
-        await jobs.CompleteAsync(message.JobId, result, CancellationToken.None);
+        await writes.WriteResultAsync(message.JobId, JobStatuses.Succeeded, result);
         logger.LogInformation(
             "Job {JobId} succeeded: {Prompt} prompt + {Completion} completion tokens, attempt {Attempt}",
             message.JobId, outcome.PromptTokens, outcome.CompletionTokens, job.Attempts);

@@ -11,7 +11,11 @@ namespace LlmServing.Producer.Jobs;
 /// <c>queued</c> with no <c>queued_at</c>; <see cref="PublishSweeper"/> sends it again later.
 /// </summary>
 public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptions> options, ILogger<JobPublisher> logger)
+    : IAsyncDisposable, IDisposable
 {
+    /// <summary>Confirms of concurrent requests recorded together (group commit): one UPDATE for all that arrived meanwhile.</summary>
+    private readonly ResultStore.GroupCommit<Guid, bool> _confirms = new(jobs.MarkPublishedManyAsync);
+
     public static readonly JsonSerializerOptions MessageJson = new(JsonSerializerDefaults.Web);
 
     /// <summary>Returns true when the broker confirmed the message.</summary>
@@ -44,9 +48,13 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
             return false;
         }
 
-        await jobs.MarkPublishedAsync(job.Id, CancellationToken.None);
+        await _confirms.SubmitAsync(job.Id);
         return true;
     }
+
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    public ValueTask DisposeAsync() => _confirms.DisposeAsync();
 }
 
 /// <summary>

@@ -16,8 +16,11 @@ namespace LlmServing.Producer.Jobs;
 /// </summary>
 public sealed class JobSubmitter(
     JobStore store, JobPublisher publisher, IOptions<ProducerOptions> options, IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> json,
-    WebhookTargetPolicy webhookPolicy, WebhookStore webhooks)
+    WebhookTargetPolicy webhookPolicy, WebhookStore webhooks) : IAsyncDisposable, IDisposable
 {
+    /// <summary>Inserts of concurrent submissions without an idempotency key, grouped into one transaction (group commit).</summary>
+    private readonly ResultStore.GroupCommit<Job, bool> _inserts = new(store.CreateManyAsync);
+
     /// <summary>Reads a job request from a JSON body (capped at <c>Producer:MaxRequestBytes</c>); or the problem to answer.</summary>
     public async Task<(CreateJobRequest? Request, IResult? Problem)> ReadAsync(HttpRequest http, CancellationToken ct)
     {
@@ -101,7 +104,9 @@ public sealed class JobSubmitter(
         // With a cap, the count and the insert are one locked transaction (and a replay is answered before the cap).
         var (capped, created) = o.MaxQueuedJobsPerTenant > 0
             ? await store.CreateCappedAsync(job, o.MaxQueuedJobsPerTenant, ct)
-            : await store.CreateAsync(job, ct);
+            : job.IdempotencyKey is null
+                ? (job, await _inserts.SubmitAsync(job, ct))
+                : await store.CreateAsync(job, ct);
         if (capped is not { } stored)
         {
             http.Response.Headers.RetryAfter = "5";
@@ -128,4 +133,7 @@ public sealed class JobSubmitter(
         return (stored, created, null);
     }
 
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    public ValueTask DisposeAsync() => _inserts.DisposeAsync();
 }

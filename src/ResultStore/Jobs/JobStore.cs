@@ -1,6 +1,7 @@
 using LlmServing.Contracts;
 using Microsoft.EntityFrameworkCore;
 using Npgsql;
+using NpgsqlTypes;
 
 namespace LlmServing.ResultStore.Jobs;
 
@@ -62,6 +63,29 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     }
 
     /// <summary>
+    /// Inserts many new jobs without an idempotency key (nothing to conflict on) in one transaction and round trip: a
+    /// Producer's group commit of concurrent submissions. Returns true per job.
+    /// </summary>
+    public async Task<IReadOnlyList<bool>> CreateManyAsync(IReadOnlyList<Job> jobs, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        foreach (var job in jobs)
+        {
+            if (job.IdempotencyKey is not null)
+            {
+                throw new ArgumentException("A job with an idempotency key is inserted alone (CreateAsync), as it may be a replay.", nameof(jobs));
+            }
+
+            job.CreatedAt = now;
+        }
+
+        db.Jobs.AddRange(jobs);
+        await db.SaveChangesAsync(ct);
+        return jobs.Select(_ => true).ToList();
+    }
+
+    /// <summary>
     /// Inserts a new interactive job unless the tenant already has <paramref name="maxQueued"/> interactive jobs
     /// waiting (then <c>Job</c> is null). One transaction under a per-tenant advisory lock, so concurrent submits
     /// cannot overrun the cap; a replay of an idempotency key is answered first and never counts against it.
@@ -119,6 +143,17 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
         await using var db = await contexts.CreateDbContextAsync(ct);
         await db.Jobs.Where(j => j.Id == id && j.QueuedAt == null)
             .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, now), ct);
+    }
+
+    /// <summary>Records the broker's confirms of many jobs' messages in one statement (a Producer's group commit).</summary>
+    public async Task<IReadOnlyList<bool>> MarkPublishedManyAsync(IReadOnlyList<Guid> ids, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        var distinct = ids.Distinct().ToArray();
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        await db.Jobs.Where(j => distinct.Contains(j.Id) && j.QueuedAt == null)
+            .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, now), ct);
+        return ids.Select(_ => true).ToList();
     }
 
     /// <summary>A queued job's message was sent again (to the end of its queue): its confirm time moves to now.</summary>
@@ -230,6 +265,90 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
             RETURNING j.*
             """).AsNoTracking().ToListAsync(ct);
         return rows.SingleOrDefault();
+    }
+
+    /// <summary>
+    /// <see cref="TryStartAsync"/> for many jobs in one statement (a worker's group commit). Returns, per request in
+    /// order, the job afterwards or null. A job asked for twice is claimed for its first request only (the other is a
+    /// duplicate message). Rows are locked in id order, so concurrent groups cannot deadlock.
+    /// </summary>
+    public async Task<IReadOnlyList<Job?>> TryStartManyAsync(IReadOnlyList<StartRequest> requests, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        var first = new Dictionary<Guid, int>();
+        for (var i = 0; i < requests.Count; i++)
+        {
+            first.TryAdd(requests[i].Id, i);
+        }
+
+        var unique = first.Values.Select(i => requests[i]).ToList();
+        var ids = unique.Select(r => r.Id).ToArray();
+        var reclaims = unique.Select(r => r.ReclaimRunning).ToArray();
+        var workers = unique.Select(r => r.WorkerId).ToArray();
+        var leases = unique.Select(r => now + r.Lease).ToArray();
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        var rows = await db.Jobs.FromSql($"""
+            UPDATE jobs AS j SET
+              status = n.next,
+              started_at = CASE WHEN n.next = 'running' THEN {now} ELSE j.started_at END,
+              queued_at = COALESCE(j.queued_at, {now}),
+              attempts = j.attempts + CASE WHEN n.next = 'running' THEN 1 ELSE 0 END,
+              worker_id = CASE WHEN n.next = 'running' THEN n.worker ELSE j.worker_id END,
+              lease_expires_at = CASE WHEN n.next = 'running' THEN n.lease_until ELSE NULL END,
+              finished_at = CASE WHEN n.next = 'running' THEN j.finished_at ELSE {now} END
+            FROM (SELECT jobs.id, r.worker, r.lease_until,
+                     CASE WHEN jobs.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                          WHEN jobs.status = 'queued' AND jobs.deadline < {now} THEN 'expired'
+                          ELSE 'running' END AS next
+                  FROM jobs JOIN unnest({ids}, {reclaims}, {workers}, {leases}) AS r(id, reclaim, worker, lease_until) ON jobs.id = r.id
+                  WHERE jobs.status = 'queued' OR (jobs.status = 'running' AND r.reclaim)
+                  ORDER BY jobs.id
+                  FOR UPDATE OF jobs) AS n
+            WHERE j.id = n.id
+            RETURNING j.*
+            """).AsNoTracking().ToListAsync(ct);
+        var byId = rows.ToDictionary(r => r.Id);
+        return requests.Select((r, i) => first[r.Id] == i ? byId.GetValueOrDefault(r.Id) : null).ToList();
+    }
+
+    /// <summary>
+    /// Final results (succeeded, or cancelled with the text so far) of many jobs in one statement (a worker's group
+    /// commit). Returns, per write in order, whether it was written (false: the job was already final).
+    /// </summary>
+    public async Task<IReadOnlyList<bool>> WriteResultsAsync(IReadOnlyList<ResultWrite> writes, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        var connection = (NpgsqlConnection)db.Database.GetDbConnection();
+        await db.Database.OpenConnectionAsync(ct);
+        await using var command = new NpgsqlCommand("""
+            UPDATE jobs AS j SET status = r.status, output_text = r.text, finish_reason = r.finish, prompt_tokens = r.prompt,
+              completion_tokens = r.completion, cached_tokens = r.cached, logprobs = r.logprobs::jsonb, choices = r.choices::jsonb,
+              finished_at = $10, partial_text = NULL, error = NULL
+            FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS r(id, status, text, finish, prompt, completion, cached, logprobs, choices)
+            WHERE j.id = r.id AND j.status NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
+            RETURNING j.id
+            """, connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Id).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Status).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.StorableText).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.FinishReason).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => (int?)w.Result.PromptTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
+        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => (int?)w.Result.CompletionTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
+        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.CachedTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
+        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.LogprobsJson).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.ChoicesJson).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+        var written = new HashSet<Guid>();
+        await using (var reader = await command.ExecuteReaderAsync(ct))
+        {
+            while (await reader.ReadAsync(ct))
+            {
+                written.Add(reader.GetGuid(0));
+            }
+        }
+
+        return writes.Select(w => written.Contains(w.Id)).ToList();
     }
 
     /// <summary>
@@ -448,3 +567,9 @@ public enum ReplayResult
 
 /// <summary>What a replay did, and the job as it is now (null when unknown).</summary>
 public sealed record ReplayOutcome(ReplayResult Result, Job? Job);
+
+/// <summary>A claim in <see cref="JobStore.TryStartManyAsync"/>: the arguments of <see cref="JobStore.TryStartAsync"/>.</summary>
+public sealed record StartRequest(Guid Id, string WorkerId, bool ReclaimRunning, TimeSpan Lease);
+
+/// <summary>A final result in <see cref="JobStore.WriteResultsAsync"/>: <c>succeeded</c>, or <c>cancelled</c> with the text so far.</summary>
+public sealed record ResultWrite(Guid Id, string Status, JobResult Result);
