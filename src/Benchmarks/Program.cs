@@ -6,6 +6,7 @@ using LLama.Common;
 using LlmServing.Benchmarks;
 using LlmServing.GpuWorker.Inference;
 using LlmServing.ModelGen;
+using Microsoft.Extensions.DependencyInjection;
 
 // dotnet run -c Release --project src/Benchmarks -- [--quick] [--model PATH] [--out docs/benchmarks.md]
 //   [--slots 1,2,4,8,16,32] [--prompt-tokens 32] [--new-tokens 64] [--plumbing-jobs 3000] [--threads N]
@@ -127,6 +128,7 @@ if (!skip.Contains("structured"))
 
 // 4. Plumbing: an engine double answers at once; what is left is the API, PostgreSQL, RabbitMQ and the consumer.
 EndToEndResult? plumbing = null, idle = null;
+(double Claims, double Results) groupSizes = (double.NaN, double.NaN);
 double raw = double.NaN;
 if (!skip.Contains("plumbing"))
 {
@@ -136,6 +138,9 @@ if (!skip.Contains("plumbing"))
         await EndToEndBenchmark.RunAsync(stack, services.Postgres, Enumerable.Repeat<object>(body, 200).ToList()); // warm-up
         plumbing = await EndToEndBenchmark.RunAsync(stack, services.Postgres, Enumerable.Repeat<object>(body, plumbingJobs).ToList());
         Console.WriteLine($"plumbing end to end: {plumbing.JobsPerSecond,8:F0} jobs/s ({plumbingJobs} jobs, engine double), failed {plumbing.Failed}");
+        var writes = stack.WorkerServices!.GetRequiredService<LlmServing.GpuWorker.Jobs.JobWrites>();
+        groupSizes = (writes.Claims.Requests / (double)Math.Max(1, writes.Claims.Statements), writes.Results.Requests / (double)Math.Max(1, writes.Results.Statements));
+        Console.WriteLine($"plumbing accept side: {plumbingJobs / plumbing.SubmitSeconds,8:F0} jobs/s answered; group commit: {groupSizes.Claims:F1} claims, {groupSizes.Results:F1} results per statement");
 
         for (var i = 0; i < (quick ? 50 : 200); i++)
         {
@@ -169,6 +174,7 @@ if (!skip.Contains("ingestion"))
 }
 
 report.Ingestion = ingestion;
+report.GroupSizes = groupSizes;
 
 // 5b. Waiting for results: database commits/s with nobody waiting, 20 long-polls, 20 streams (no worker).
 if (!skip.Contains("waiters"))

@@ -12,6 +12,9 @@ public sealed class Report(string machine, string modelPath, string workload)
 
     public ColdStart? ColdStart { get; set; }
 
+    /// <summary>The worker's group commit in the plumbing run: claims and results per statement.</summary>
+    public (double Claims, double Results) GroupSizes { get; set; } = (double.NaN, double.NaN);
+
     /// <summary>Database commits/s while results are awaited.</summary>
     public WaitersResult? Waiters { get; set; }
 
@@ -80,6 +83,8 @@ public sealed class Report(string machine, string modelPath, string workload)
                 md.AppendLine($"| end-to-end jobs/s ({plumbing.Jobs} jobs, 32 concurrent submitters, 64 slots) | {F(plumbing.JobsPerSecond, "F0")} |");
                 md.AppendLine($"| raw limit jobs/s (Npgsql insert + RabbitMQ.Client publish with confirms + consume, two updates, ack) | {F(raw, "F0")} |");
                 md.AppendLine($"| end to end / raw | {F(plumbing.JobsPerSecond / raw, "F2")} |");
+                md.AppendLine($"| accept side alone: jobs/s until every POST was answered | {F(plumbing.Jobs / plumbing.SubmitSeconds, "F0")} |");
+                md.AppendLine($"| worker group commit: claims / results per statement | {F(GroupSizes.Claims)} / {F(GroupSizes.Results)} |");
                 md.AppendLine($"| under load: submit → running p50 / p95 / p99 ms | {F(P(plumbing.SubmitToRunningMs, 50))} / {F(P(plumbing.SubmitToRunningMs, 95))} / {F(P(plumbing.SubmitToRunningMs, 99))} |");
                 md.AppendLine($"| under load: submit → succeeded p50 / p95 / p99 ms | {F(P(plumbing.SubmitToDoneMs, 50))} / {F(P(plumbing.SubmitToDoneMs, 95))} / {F(P(plumbing.SubmitToDoneMs, 99))} |");
                 md.AppendLine($"| free slot, one job at a time ({idle.Jobs}): submit → running p50 / p95 ms | {F(P(idle.SubmitToRunningMs, 50))} / {F(P(idle.SubmitToRunningMs, 95))} |");

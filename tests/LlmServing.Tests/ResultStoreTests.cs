@@ -57,6 +57,74 @@ public sealed class ResultStoreTests
     }
 
     [Test]
+    public async Task ShouldStoreAGroupInsertedJobExactlyAsASingleInsertWould()
+    {
+        Job Sample() => new()
+        {
+            Id = Guid.CreateVersion7(), TenantId = "group-insert", RequestHash = "ABC123", Request = """{"prompt":"same","jobId":"x"}""",
+            Deadline = DateTimeOffset.UtcNow.AddMinutes(5).AddTicks(-(DateTimeOffset.UtcNow.Ticks % 10)), Queue = "llm-jobs-group",
+            WebhookUrl = "http://127.0.0.1:9/hook", EstimatedTokens = 42,
+        };
+        var single = Sample();
+        var grouped = Sample();
+        grouped.Deadline = single.Deadline;
+
+        await _store.CreateAsync(single, CancellationToken.None);
+        var written = await _store.CreateManyAsync([grouped], CancellationToken.None);
+
+        Assert.That(written, Is.EqualTo(new[] { true }));
+        var a = (await _store.FindAsync(single.Id, "group-insert", CancellationToken.None))!;
+        var b = (await _store.FindAsync(grouped.Id, "group-insert", CancellationToken.None))!;
+        foreach (var property in typeof(Job).GetProperties().Where(p => p.Name is not (nameof(Job.Id) or nameof(Job.CreatedAt))))
+        {
+            Assert.That(property.GetValue(b), Is.EqualTo(property.GetValue(a)), $"{property.Name}: a property the group insert drops or changes");
+        }
+    }
+
+    [Test]
+    public async Task ShouldClaimEachJobOnce_WhenAGroupAsksForTheSameJobTwice()
+    {
+        var id = await NewJobAsync();
+        var other = await NewJobAsync();
+
+        var claims = await _store.TryStartManyAsync(
+            [new StartRequest(id, "w1", false, TimeSpan.FromMinutes(1)), new StartRequest(other, "w1", false, TimeSpan.FromMinutes(1)),
+             new StartRequest(id, "w1", false, TimeSpan.FromMinutes(1))], CancellationToken.None);
+
+        Assert.That(claims[0]?.Status, Is.EqualTo(JobStatuses.Running));
+        Assert.That(claims[0]?.Attempts, Is.EqualTo(1));
+        Assert.That(claims[1]?.Status, Is.EqualTo(JobStatuses.Running));
+        Assert.That(claims[2], Is.Null, "the second copy in one group is a duplicate, not a second run");
+        var again = await _store.TryStartManyAsync([new StartRequest(id, "w2", false, TimeSpan.FromMinutes(1))], CancellationToken.None);
+        Assert.That(again[0], Is.Null, "a running job is claimed again only by a redelivery");
+    }
+
+    [Test]
+    public async Task ShouldWriteEachResultOfAGroup_AndReportTheOnesAlreadyFinal()
+    {
+        var done = await NewJobAsync();
+        var open = await NewJobAsync();
+        await _store.TryStartAsync(done, "w1", CancellationToken.None);
+        await _store.TryStartAsync(open, "w1", CancellationToken.None);
+        await _store.CompleteAsync(done, new JobResult("first", "stop", 1, 1), CancellationToken.None);
+
+        var written = await _store.WriteResultsAsync(
+            [new ResultWrite(done, JobStatuses.Succeeded, new JobResult("late", "stop", 2, 2)),
+             new ResultWrite(open, JobStatuses.Cancelled, new JobResult("so\0far", "cancelled", 3, 2) { CachedTokens = 1, LogprobsJson = """{"content":[]}""" })],
+            CancellationToken.None);
+
+        Assert.That(written, Is.EqualTo(new[] { false, true }));
+        var first = (await _store.FindAsync(done, Tenants.Default, CancellationToken.None))!;
+        var second = (await _store.FindAsync(open, Tenants.Default, CancellationToken.None))!;
+        Assert.That(first.OutputText, Is.EqualTo("first"), "a final job keeps its result");
+        Assert.That(second.Status, Is.EqualTo(JobStatuses.Cancelled));
+        Assert.That(second.OutputText, Is.EqualTo("so\uFFFDfar"));
+        Assert.That((second.PromptTokens, second.CompletionTokens, second.CachedTokens), Is.EqualTo((3, 2, 1)));
+        Assert.That(second.Logprobs, Does.Contain("content"));
+        Assert.That(second.FinishedAt, Is.Not.Null);
+    }
+
+    [Test]
     public async Task ShouldStoreTheOutput_WhenTheModelEmitsANulByte()
     {
         var id = await NewJobAsync();

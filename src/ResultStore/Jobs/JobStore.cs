@@ -31,7 +31,7 @@ public sealed record JobResult(string OutputText, string FinishReason, int Promp
 /// Job state changes. Each is one conditional UPDATE, so they are atomic and idempotent: a job never moves
 /// out of a final state, and a second "completed" for the same job changes nothing.
 /// </summary>
-public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, TimeProvider clock)
+public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, NpgsqlDataSource data, TimeProvider clock)
 {
     private static readonly string[] FinalStatuses = JobStatuses.Final;
 
@@ -69,21 +69,41 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     public async Task<IReadOnlyList<bool>> CreateManyAsync(IReadOnlyList<Job> jobs, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
-        await using var db = await contexts.CreateDbContextAsync(ct);
         foreach (var job in jobs)
         {
-            if (job.IdempotencyKey is not null)
+            if (job.IdempotencyKey is not null || job.BatchId is not null)
             {
-                throw new ArgumentException("A job with an idempotency key is inserted alone (CreateAsync), as it may be a replay.", nameof(jobs));
+                throw new ArgumentException("Only interactive jobs without an idempotency key are inserted together.", nameof(jobs));
             }
 
             job.CreatedAt = now;
         }
 
-        db.Jobs.AddRange(jobs);
-        await db.SaveChangesAsync(ct);
+        // One multi-row INSERT of the columns a new interactive job has (every other column starts null or 0); the
+        // columns are checked against the entity by a test (ResultStoreTests).
+        await using var command = data.CreateCommand("""
+            INSERT INTO jobs (id, tenant_id, status, request_hash, request, created_at, deadline, queue, webhook_url, estimated_tokens, attempts, replays)
+            SELECT id, tenant_id, status, request_hash, request::jsonb, $6, deadline, queue, webhook_url, estimated_tokens, 0, 0
+            FROM unnest($1, $2, $3, $4, $5, $7, $8, $9, $10) AS r(id, tenant_id, status, request_hash, request, deadline, queue, webhook_url, estimated_tokens)
+            """);
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Id).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.TenantId).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Status).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.RequestHash).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Request).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Deadline).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Queue).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.WebhookUrl).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.EstimatedTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
+        await command.ExecuteNonQueryAsync(ct);
         return jobs.Select(_ => true).ToList();
     }
+
+    /// <summary>The columns <see cref="CreateManyAsync"/> writes (besides <c>created_at</c>, <c>attempts</c> and <c>replays</c>).</summary>
+    public static readonly string[] GroupInsertedProperties =
+        [nameof(Job.Id), nameof(Job.TenantId), nameof(Job.Status), nameof(Job.RequestHash), nameof(Job.Request), nameof(Job.Deadline),
+         nameof(Job.Queue), nameof(Job.WebhookUrl), nameof(Job.EstimatedTokens)];
 
     /// <summary>
     /// Inserts a new interactive job unless the tenant already has <paramref name="maxQueued"/> interactive jobs
@@ -148,11 +168,10 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     /// <summary>Records the broker's confirms of many jobs' messages in one statement (a Producer's group commit).</summary>
     public async Task<IReadOnlyList<bool>> MarkPublishedManyAsync(IReadOnlyList<Guid> ids, CancellationToken ct)
     {
-        var now = clock.GetUtcNow();
-        var distinct = ids.Distinct().ToArray();
-        await using var db = await contexts.CreateDbContextAsync(ct);
-        await db.Jobs.Where(j => distinct.Contains(j.Id) && j.QueuedAt == null)
-            .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, now), ct);
+        await using var command = data.CreateCommand("UPDATE jobs SET queued_at = $2 WHERE id = ANY($1) AND queued_at IS NULL");
+        command.Parameters.Add(new NpgsqlParameter { Value = ids.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+        command.Parameters.Add(new NpgsqlParameter { Value = clock.GetUtcNow(), NpgsqlDbType = NpgsqlDbType.TimestampTz });
+        await command.ExecuteNonQueryAsync(ct);
         return ids.Select(_ => true).ToList();
     }
 
@@ -318,17 +337,14 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Ti
     public async Task<IReadOnlyList<bool>> WriteResultsAsync(IReadOnlyList<ResultWrite> writes, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
-        await using var db = await contexts.CreateDbContextAsync(ct);
-        var connection = (NpgsqlConnection)db.Database.GetDbConnection();
-        await db.Database.OpenConnectionAsync(ct);
-        await using var command = new NpgsqlCommand("""
+        await using var command = data.CreateCommand("""
             UPDATE jobs AS j SET status = r.status, output_text = r.text, finish_reason = r.finish, prompt_tokens = r.prompt,
               completion_tokens = r.completion, cached_tokens = r.cached, logprobs = r.logprobs::jsonb, choices = r.choices::jsonb,
               finished_at = $10, partial_text = NULL, error = NULL
             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS r(id, status, text, finish, prompt, completion, cached, logprobs, choices)
             WHERE j.id = r.id AND j.status NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
             RETURNING j.id
-            """, connection);
+            """);
         command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Id).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
         command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Status).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.StorableText).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
