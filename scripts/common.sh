@@ -12,7 +12,7 @@ if ! command -v dotnet >/dev/null 2>&1; then
 fi
 
 # Servers started by scripts/services.sh (local packages or Docker Compose) use these; set them to use others.
-export ConnectionStrings__Postgres="${ConnectionStrings__Postgres:-Host=127.0.0.1;Port=5432;Username=llmserving;Password=llmserving;Database=llmserving}"
+export ConnectionStrings__Postgres="${ConnectionStrings__Postgres:-Host=127.0.0.1;Port=5432;Username=llmserving;Password=llmserving;Database=llmserving;SSL Mode=Disable}"
 export ConnectionStrings__RabbitMq="${ConnectionStrings__RabbitMq:-amqp://guest:guest@127.0.0.1:5672/}"
 # The model: $LLMSERVING_MODEL, else the trained TinyStories 260K model (real English, 1 MB) from models/, from
 # ../shared/models/ beside the checkout, or downloaded from Hugging Face (ggml-org/models) unless LLMSERVING_OFFLINE=1;

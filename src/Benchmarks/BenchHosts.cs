@@ -33,7 +33,7 @@ public sealed class BenchServices : IAsyncDisposable
     public static async Task<BenchServices> CreateAsync()
     {
         var server = Environment.GetEnvironmentVariable("ConnectionStrings__Postgres")
-                     ?? "Host=127.0.0.1;Port=5432;Username=llmserving;Password=llmserving;Database=llmserving";
+                     ?? "Host=127.0.0.1;Port=5432;Username=llmserving;Password=llmserving;Database=llmserving;SSL Mode=Disable";
         var rabbit = Environment.GetEnvironmentVariable("ConnectionStrings__RabbitMq") ?? "amqp://guest:guest@127.0.0.1:5672/";
         var services = new BenchServices(server, rabbit);
         await using var connection = new NpgsqlConnection(server);

@@ -125,6 +125,54 @@ public sealed class ResultStoreTests
     }
 
     [Test]
+    public async Task ShouldNotDeadlock_WhenGroupStatementsUpdateTheSameJobsInDifferentOrders()
+    {
+        var ids = new List<Guid>();
+        for (var i = 0; i < 24; i++)
+        {
+            var id = await NewJobAsync();
+            await _store.TryStartAsync(id, "w1", CancellationToken.None);
+            ids.Add(id);
+        }
+
+        // Leases, progress and confirms of the same running jobs, each statement listing them in its own order, side by
+        // side: without one lock order, two such statements wait for each other and PostgreSQL kills one (40P01).
+        var failures = new List<Exception>();
+        await Task.WhenAll(Enumerable.Range(0, 6).Select(worker => Task.Run(async () =>
+        {
+            var random = new Random(worker);
+            for (var round = 0; round < 40; round++)
+            {
+                var order = ids.OrderBy(_ => random.Next()).ToArray();
+                try
+                {
+                    switch ((worker + round) % 3)
+                    {
+                        case 0:
+                            await _store.RenewLeasesAsync(order, TimeSpan.FromMinutes(1), CancellationToken.None);
+                            break;
+                        case 1:
+                            await _store.WriteProgressAsync(order, [.. order.Select(_ => "so far")], [.. order.Select(_ => round)], CancellationToken.None);
+                            break;
+                        default:
+                            await _store.MarkPublishedManyAsync(order, CancellationToken.None);
+                            break;
+                    }
+                }
+                catch (Exception e)
+                {
+                    lock (failures)
+                    {
+                        failures.Add(e);
+                    }
+                }
+            }
+        })));
+
+        Assert.That(failures.Select(f => f.Message), Is.Empty);
+    }
+
+    [Test]
     public async Task ShouldStoreTheOutput_WhenTheModelEmitsANulByte()
     {
         var id = await NewJobAsync();

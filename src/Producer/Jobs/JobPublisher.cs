@@ -48,7 +48,16 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
             return false;
         }
 
-        await _confirms.SubmitAsync(job.Id);
+        try
+        {
+            await _confirms.SubmitAsync(job.Id);
+        }
+        catch (Exception e)
+        {
+            // Sent and confirmed, only not recorded: the sweep sends it again later, and the worker runs it once.
+            logger.LogWarning("Job {JobId} was published but its confirm was not recorded ({Error}); the sweep may send it again", job.Id, e.Message);
+        }
+
         return true;
     }
 

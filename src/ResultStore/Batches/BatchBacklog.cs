@@ -89,7 +89,12 @@ public sealed class BatchBacklog(NpgsqlDataSource data, TimeProvider clock)
         /// <summary>Records the broker's confirms for released lines (a slice at a time: a crash re-sends only the unmarked rest).</summary>
         public async Task MarkSentAsync(IReadOnlyCollection<Guid> ids, CancellationToken ct)
         {
-            await using var command = new NpgsqlCommand("UPDATE jobs SET queued_at = $2 WHERE id = ANY($1) AND queued_at IS NULL", connection);
+            // Rows locked in id order, as every multi-row update of jobs does (no deadlock with the workers' group claims).
+            await using var command = new NpgsqlCommand("""
+                UPDATE jobs AS j SET queued_at = $2
+                FROM (SELECT id FROM jobs WHERE id = ANY($1) AND queued_at IS NULL ORDER BY id FOR UPDATE) AS l
+                WHERE j.id = l.id
+                """, connection);
             command.Parameters.AddWithValue(ids.ToArray());
             command.Parameters.AddWithValue(clock.GetUtcNow());
             await command.ExecuteNonQueryAsync(ct);

@@ -168,10 +168,17 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
     /// <summary>Records the broker's confirms of many jobs' messages in one statement (a Producer's group commit).</summary>
     public async Task<IReadOnlyList<bool>> MarkPublishedManyAsync(IReadOnlyList<Guid> ids, CancellationToken ct)
     {
-        await using var command = data.CreateCommand("UPDATE jobs SET queued_at = $2 WHERE id = ANY($1) AND queued_at IS NULL");
-        command.Parameters.Add(new NpgsqlParameter { Value = ids.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
-        command.Parameters.Add(new NpgsqlParameter { Value = clock.GetUtcNow(), NpgsqlDbType = NpgsqlDbType.TimestampTz });
-        await command.ExecuteNonQueryAsync(ct);
+        await RetryTransientAsync(async () =>
+        {
+            await using var command = data.CreateCommand($"""
+                UPDATE jobs AS j SET queued_at = $2
+                FROM ({LockInIdOrder("queued_at IS NULL")}) AS l
+                WHERE j.id = l.id
+                """);
+            command.Parameters.Add(new NpgsqlParameter { Value = ids.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+            command.Parameters.Add(new NpgsqlParameter { Value = clock.GetUtcNow(), NpgsqlDbType = NpgsqlDbType.TimestampTz });
+            return await command.ExecuteNonQueryAsync(ct);
+        });
         return ids.Select(_ => true).ToList();
     }
 
@@ -209,9 +216,17 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
         }
 
         var until = clock.GetUtcNow() + lease;
-        await using var db = await contexts.CreateDbContextAsync(ct);
-        return await db.Jobs.Where(j => ids.Contains(j.Id) && j.Status == JobStatuses.Running)
-            .ExecuteUpdateAsync(s => s.SetProperty(j => j.LeaseExpiresAt, until), ct);
+        return await RetryTransientAsync(async () =>
+        {
+            await using var command = data.CreateCommand($"""
+                UPDATE jobs AS j SET lease_expires_at = $2
+                FROM ({LockInIdOrder("status = 'running'")}) AS l
+                WHERE j.id = l.id
+                """);
+            command.Parameters.Add(new NpgsqlParameter { Value = ids.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+            command.Parameters.Add(new NpgsqlParameter { Value = until, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+            return await command.ExecuteNonQueryAsync(ct);
+        });
     }
 
     /// <summary>
@@ -337,33 +352,36 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
     public async Task<IReadOnlyList<bool>> WriteResultsAsync(IReadOnlyList<ResultWrite> writes, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
-        await using var command = data.CreateCommand("""
-            UPDATE jobs AS j SET status = r.status, output_text = r.text, finish_reason = r.finish, prompt_tokens = r.prompt,
-              completion_tokens = r.completion, cached_tokens = r.cached, logprobs = r.logprobs::jsonb, choices = r.choices::jsonb,
-              finished_at = $10, partial_text = NULL, error = NULL
-            FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS r(id, status, text, finish, prompt, completion, cached, logprobs, choices)
-            WHERE j.id = r.id AND j.status NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
-            RETURNING j.id
-            """);
-        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Id).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
-        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Status).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.StorableText).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.FinishReason).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => (int?)w.Result.PromptTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
-        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => (int?)w.Result.CompletionTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
-        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.CachedTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
-        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.LogprobsJson).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.ChoicesJson).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
-        var written = new HashSet<Guid>();
-        await using (var reader = await command.ExecuteReaderAsync(ct))
+        var written = await RetryTransientAsync(async () =>
         {
+            await using var command = data.CreateCommand($"""
+                UPDATE jobs AS j SET status = r.status, output_text = r.text, finish_reason = r.finish, prompt_tokens = r.prompt,
+                  completion_tokens = r.completion, cached_tokens = r.cached, logprobs = r.logprobs::jsonb, choices = r.choices::jsonb,
+                  finished_at = $10, partial_text = NULL, error = NULL
+                FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS r(id, status, text, finish, prompt, completion, cached, logprobs, choices),
+                     ({LockInIdOrder("status NOT IN ('succeeded', 'failed', 'cancelled', 'expired')")}) AS l
+                WHERE j.id = r.id AND j.id = l.id
+                RETURNING j.id
+                """);
+            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Id).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Status).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.StorableText).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.FinishReason).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => (int?)w.Result.PromptTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
+            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => (int?)w.Result.CompletionTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
+            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.CachedTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
+            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.LogprobsJson).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.ChoicesJson).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+            var ids = new HashSet<Guid>();
+            await using var reader = await command.ExecuteReaderAsync(ct);
             while (await reader.ReadAsync(ct))
             {
-                written.Add(reader.GetGuid(0));
+                ids.Add(reader.GetGuid(0));
             }
-        }
 
+            return ids;
+        });
         return writes.Select(w => written.Contains(w.Id)).ToList();
     }
 
@@ -414,8 +432,9 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
         await using var db = await contexts.CreateDbContextAsync(ct);
         await db.Database.ExecuteSqlAsync($"""
             UPDATE jobs SET partial_text = d.text, partial_tokens = d.tokens
-            FROM unnest({ids}::uuid[], {texts}::text[], {tokens}::int[]) AS d(id, text, tokens)
-            WHERE jobs.id = d.id AND jobs.status = 'running'
+            FROM unnest({ids}::uuid[], {texts}::text[], {tokens}::int[]) AS d(id, text, tokens),
+                 (SELECT id FROM jobs WHERE id = ANY({ids}::uuid[]) AND status = 'running' ORDER BY id FOR UPDATE) AS l
+            WHERE jobs.id = d.id AND jobs.id = l.id
             """, ct);
     }
 
@@ -570,6 +589,28 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
             await transaction.CommitAsync(ct);
             return new ReplayOutcome(ReplayResult.Replayed, await db.Jobs.AsNoTracking().SingleAsync(j => j.Id == id, ct));
         });
+    }
+    /// <summary>
+    /// The rows of <c>$1</c> (a uuid array) matching <paramref name="condition"/>, locked in id order. Every statement
+    /// that updates many jobs at once locks through this (or orders its <c>FOR UPDATE</c> by id), so two of them can
+    /// never wait for each other in a cycle: group commits run side by side without deadlocks.
+    /// </summary>
+    private static string LockInIdOrder(string condition) => $"SELECT id FROM jobs WHERE id = ANY($1) AND {condition} ORDER BY id FOR UPDATE";
+
+    /// <summary>Runs a plain Npgsql statement again after a transient failure (as EF's retrying strategy does for its own).</summary>
+    private static async Task<T> RetryTransientAsync<T>(Func<Task<T>> run)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await run();
+            }
+            catch (NpgsqlException e) when (e.IsTransient && attempt < 4)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(20 * attempt));
+            }
+        }
     }
 }
 
