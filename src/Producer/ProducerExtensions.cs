@@ -57,6 +57,7 @@ public static class ProducerExtensions
         builder.Services.AddSingleton<JobQueueDeclarer>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<JobQueueDeclarer>());
         builder.Services.AddSingleton<JobPublisher>();
+        builder.Services.AddSingleton<SubmitStageMetrics>();
         builder.Services.AddSingleton<JobSubmitter>();
         builder.Services.AddHostedService<PublishSweeper>();
         builder.Services.AddHostedService<JobReaper>();

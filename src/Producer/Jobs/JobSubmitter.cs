@@ -16,7 +16,7 @@ namespace LlmServing.Producer.Jobs;
 /// </summary>
 public sealed class JobSubmitter(
     JobStore store, JobPublisher publisher, IOptions<ProducerOptions> options, IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> json,
-    WebhookTargetPolicy webhookPolicy, WebhookStore webhooks) : IAsyncDisposable, IDisposable
+    WebhookTargetPolicy webhookPolicy, WebhookStore webhooks, SubmitStageMetrics stages) : IAsyncDisposable, IDisposable
 {
     /// <summary>Inserts of concurrent submissions without an idempotency key, grouped into one transaction (group commit).</summary>
     private readonly ResultStore.GroupCommit<Job, bool> _inserts = new(store.CreateManyAsync);
@@ -102,11 +102,13 @@ public sealed class JobSubmitter(
         };
 
         // With a cap, the count and the insert are one locked transaction (and a replay is answered before the cap).
+        var inserting = System.Diagnostics.Stopwatch.GetTimestamp();
         var (capped, created) = o.MaxQueuedJobsPerTenant > 0
             ? await store.CreateCappedAsync(job, o.MaxQueuedJobsPerTenant, ct)
             : job.IdempotencyKey is null
                 ? (job, await _inserts.SubmitAsync(job, ct))
                 : await store.CreateAsync(job, ct);
+        stages.Observe("insert", inserting);
         if (capped is not { } stored)
         {
             http.Response.Headers.RetryAfter = "5";
@@ -124,10 +126,13 @@ public sealed class JobSubmitter(
         if (created)
         {
             // The job is durable now; if the broker is unreachable the sweep publishes it later.
+            var publishing = System.Diagnostics.Stopwatch.GetTimestamp();
             if (await publisher.TryPublishAsync(stored, ct))
             {
                 stored.QueuedAt = DateTimeOffset.UtcNow;
             }
+
+            stages.Observe("publish", publishing);
         }
 
         return (stored, created, null);

@@ -94,15 +94,18 @@ public static class JobsApi
         return TypedResults.Ok(ToResponse(job!));
     }
 
-    private static async Task<IResult> CreateJob(HttpRequest http, JobSubmitter submitter, CancellationToken ct)
+    private static async Task<IResult> CreateJob(HttpRequest http, JobSubmitter submitter, SubmitStageMetrics stages, CancellationToken ct)
     {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var (request, invalid) = await submitter.ReadAsync(http, ct);
+        stages.Observe("read", started);
         if (invalid is not null)
         {
             return invalid;
         }
 
         var (stored, created, problem) = await submitter.SubmitAsync(http.HttpContext, request!, ct);
+        stages.Observe("total", started);
         if (problem is not null)
         {
             return problem;
