@@ -15,6 +15,8 @@ internal sealed class LoadCommand(HttpClient http)
         var rate = double.Parse(options.GetValueOrDefault("rate") ?? "10", System.Globalization.CultureInfo.InvariantCulture);
         var duration = TimeSpan.FromSeconds(double.Parse(options.GetValueOrDefault("duration") ?? "60", System.Globalization.CultureInfo.InvariantCulture));
         var maxTokens = int.Parse(options.GetValueOrDefault("max-tokens") ?? "16", System.Globalization.CultureInfo.InvariantCulture);
+        // Only the accept side: no client follows its job (with workers stopped, what is left is the Producer's path).
+        var submitOnly = options.ContainsKey("submit-only");
         int accepted = 0, rejected = 0, errors = 0, serverErrors = 0, completed = 0, failed = 0;
         var submit = new List<double>();
         var ids = new HashSet<string>();
@@ -82,6 +84,11 @@ internal sealed class LoadCommand(HttpClient http)
                         lock (ids)
                         {
                             ids.Add(id);
+                        }
+
+                        if (submitOnly)
+                        {
+                            return;
                         }
 
                         while (true)
@@ -168,7 +175,7 @@ internal sealed class LoadCommand(HttpClient http)
             Console.WriteLine($"{watch} working set: start {memory[0] / 1048576.0:F0} MB, peak {memory.Max() / 1048576.0:F0} MB, end {memory[^1] / 1048576.0:F0} MB");
         }
 
-        return errors == 0 && failed == 0 && completed == accepted && ids.Count == accepted ? 0 : 1;
+        return errors == 0 && failed == 0 && (submitOnly || completed == accepted) && ids.Count == accepted ? 0 : 1;
     }
 
     /// <summary>

@@ -212,7 +212,8 @@ internal static partial class Program
                    llmserving batch status  BATCH_ID
                    llmserving batch results BATCH_ID [-o out.jsonl] [--errors errors.jsonl]
                    llmserving batch cancel  BATCH_ID
-                   llmserving load   [--rate JOBS_PER_S] [--duration SECONDS] [--max-tokens N] [--stages]   (fixed-rate load, report; --stages: the Producer's time per stage)
+                   llmserving load   [--rate JOBS_PER_S] [--duration SECONDS] [--max-tokens N] [--stages] [--submit-only]
+                                    (fixed-rate load, report; --stages: the Producer's time per stage; --submit-only: no client follows its job)
                    llmserving usage  [--from YYYY-MM-DD] [--to YYYY-MM-DD]   (jobs and tokens per day; last 30 days)
                    llmserving admin usage [--from ...] [--to ...]          (every tenant)
                    llmserving admin create-key TENANT [--admin-key KEY]     (prints the new key once)
