@@ -94,7 +94,10 @@ public sealed class JobSubmitter(
             TenantId = http.Tenant(),
             IdempotencyKey = idempotencyKey.Length > 0 ? idempotencyKey : null,
             // Of the parsed request, not the raw bytes: the same request with other whitespace or key order is the same.
-            RequestHash = Convert.ToHexString(SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(request, JobPublisher.MessageJson))),
+            // Only an idempotency key needs it (to refuse the key's reuse with another request).
+            RequestHash = idempotencyKey.Length > 0
+                ? Convert.ToHexString(SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(request, JobPublisher.MessageJson)))
+                : null,
             Deadline = deadline,
             Request = JsonSerializer.Serialize(message, JobPublisher.MessageJson),
             Queue = o.JobQueue,
