@@ -276,30 +276,8 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
     /// false for a fresh duplicate of the message while the first copy may still be running elsewhere.
     /// </param>
     /// <param name="lease">How long the claim holds without renewal (<see cref="RenewLeasesAsync"/>).</param>
-    public async Task<Job?> TryStartAsync(Guid id, string workerId, CancellationToken ct, bool reclaimRunning = true, TimeSpan? lease = null)
-    {
-        var now = clock.GetUtcNow();
-        var leaseUntil = now + (lease ?? DefaultLease);
-        await using var db = await contexts.CreateDbContextAsync(ct);
-        var rows = await db.Jobs.FromSql($"""
-            UPDATE jobs AS j SET
-              status = n.next,
-              started_at = CASE WHEN n.next = 'running' THEN {now} ELSE j.started_at END,
-              queued_at = COALESCE(j.queued_at, {now}),
-              attempts = j.attempts + CASE WHEN n.next = 'running' THEN 1 ELSE 0 END,
-              worker_id = CASE WHEN n.next = 'running' THEN {workerId} ELSE j.worker_id END,
-              lease_expires_at = CASE WHEN n.next = 'running' THEN {leaseUntil} ELSE NULL END,
-              finished_at = CASE WHEN n.next = 'running' THEN j.finished_at ELSE {now} END
-            FROM (SELECT id,
-                     CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
-                          WHEN status = 'queued' AND deadline < {now} THEN 'expired'
-                          ELSE 'running' END AS next
-              FROM jobs WHERE id = {id} AND (status = 'queued' OR (status = 'running' AND {reclaimRunning})) FOR UPDATE) AS n
-            WHERE j.id = n.id
-            RETURNING j.*
-            """).AsNoTracking().ToListAsync(ct);
-        return rows.SingleOrDefault();
-    }
+    public async Task<Job?> TryStartAsync(Guid id, string workerId, CancellationToken ct, bool reclaimRunning = true, TimeSpan? lease = null) =>
+        (await TryStartManyAsync([new StartRequest(id, workerId, reclaimRunning, lease ?? DefaultLease)], ct))[0];
 
     /// <summary>
     /// <see cref="TryStartAsync"/> for many jobs in one statement (a worker's group commit). Returns, per request in
