@@ -9,6 +9,11 @@ public static class AutoscalerExtensions
         builder.Services.AddOptions<AutoscalerOptions>().BindConfiguration(AutoscalerOptions.Section).ValidateDataAnnotations().ValidateOnStart()
             .PostConfigure(o =>
             {
+                if (o.Queues.Length == 0)
+                {
+                    o.Queues = AutoscalerOptions.DefaultQueues;
+                }
+
                 // The batch backlog in PostgreSQL counts as depth (ADR 0007); the workers' own connection string by default.
                 if (string.IsNullOrEmpty(o.BacklogConnectionString))
                 {

@@ -8,8 +8,13 @@ public sealed class AutoscalerOptions
 {
     public const string Section = "Autoscaler";
 
-    /// <summary>Queues whose depths add up (interactive and batch).</summary>
-    public string[] Queues { get; set; } = [QueueNames.Jobs, QueueNames.BatchJobs];
+    /// <summary>
+    /// Queues whose depths add up (interactive and batch); none configured means <see cref="DefaultQueues"/>. Not an
+    /// initializer: the configuration binder appends configured items to an array that already has some.
+    /// </summary>
+    public string[] Queues { get; set; } = [];
+
+    public static readonly string[] DefaultQueues = [QueueNames.Jobs, QueueNames.BatchJobs];
 
     /// <summary>RabbitMQ management API (ready and unacknowledged counts need it; AMQP only reports ready).</summary>
     [Required]

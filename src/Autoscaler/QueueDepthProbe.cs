@@ -50,7 +50,7 @@ public sealed class QueueDepthProbe(HttpClient http, IOptions<AutoscalerOptions>
 
     /// <summary>
     /// Batch lines waiting in PostgreSQL for their tenant's window (fair share, ADR 0007): ready work, though not in the
-    /// broker yet. Zero when no connection string is set or PostgreSQL does not answer (the broker's depth still scales).
+    /// broker yet (of the watched queues). Zero when no connection string is set or PostgreSQL does not answer (the broker's depth still scales).
     /// </summary>
     private async Task<long> BacklogAsync(CancellationToken ct)
     {
@@ -62,8 +62,10 @@ public sealed class QueueDepthProbe(HttpClient http, IOptions<AutoscalerOptions>
         try
         {
             _backlog ??= new Npgsql.NpgsqlDataSourceBuilder(options.Value.BacklogConnectionString).Build();
+            // Only this deployment's lines: other deployments may share the database.
             await using var command = _backlog.CreateCommand(
-                "SELECT count(*) FROM jobs WHERE status = 'queued' AND queued_at IS NULL AND batch_id IS NOT NULL");
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND queued_at IS NULL AND batch_id IS NOT NULL AND queue = ANY($1)");
+            command.Parameters.AddWithValue(options.Value.Queues);
             return (long)(await command.ExecuteScalarAsync(ct))!;
         }
         catch (Npgsql.NpgsqlException)
