@@ -109,6 +109,9 @@ public sealed class BatchIngestion(
         var rows = new List<BatchLineRow>(o.IngestionChunkLines);
         var chunkStart = offset;
         var sawContent = batch.IngestedLines > 0;
+        // One chunk is written (COPY) while the next is parsed: PostgreSQL and the parser work side by side. Chunks still
+        // go in order, one at a time, each with its resume point.
+        Task<bool>? writing = null;
         while (await reader.ReadLineAsync(ct) is { } line)
         {
             offset += line.ConsumedBytes;
@@ -146,16 +149,18 @@ public sealed class BatchIngestion(
                 parsed.Job is null ? 0 : EstimatedTokens(parsed.Job)));
             if (rows.Count >= o.IngestionChunkLines)
             {
-                if (!await FlushAsync(batch, chunkStart, offset, lineNumber, rows, ct))
+                if (writing is not null && !await writing)
                 {
                     return false;
                 }
 
+                writing = FlushAsync(batch, chunkStart, offset, lineNumber, rows, ct);
+                rows = new List<BatchLineRow>(o.IngestionChunkLines);
                 chunkStart = offset;
             }
         }
 
-        if (!await FlushAsync(batch, chunkStart, offset, lineNumber, rows, ct))
+        if ((writing is not null && !await writing) || !await FlushAsync(batch, chunkStart, offset, lineNumber, rows, ct))
         {
             return false;
         }
