@@ -23,6 +23,11 @@ public sealed class WorkerProcessLog : IWorkerProcessObserver
 
     public void Output(int processId, string line)
     {
+        if (Environment.GetEnvironmentVariable("LLMSERVING_BENCH_TRACE") == "1")
+        {
+            Console.WriteLine($"  worker {processId} {DateTimeOffset.UtcNow:HH:mm:ss.fff}: {line}");
+        }
+
         if (line.Contains("Model loaded", StringComparison.Ordinal))
         {
             lock (_lock)

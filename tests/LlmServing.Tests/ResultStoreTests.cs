@@ -82,6 +82,26 @@ public sealed class ResultStoreTests
     }
 
     [Test]
+    public async Task ShouldReturnTheClaimedJobAsEfCoreReadsIt_EveryProperty()
+    {
+        var job = new Job
+        {
+            Id = Guid.CreateVersion7(), TenantId = "claim-mapping", IdempotencyKey = "key-1", RequestHash = "HASH", Request = """{"prompt":"x"}""",
+            Deadline = DateTimeOffset.UtcNow.AddMinutes(10), Queue = "llm-jobs-mapping", WebhookUrl = "http://127.0.0.1:9/hook", EstimatedTokens = 7,
+        };
+        await _store.CreateAsync(job, CancellationToken.None);
+
+        var claimed = (await _store.TryStartManyAsync([new StartRequest(job.Id, "w-map", false, TimeSpan.FromMinutes(1))], CancellationToken.None))[0];
+
+        var read = (await _store.FindAsync(job.Id, "claim-mapping", CancellationToken.None))!;
+        Assert.That(claimed, Is.Not.Null);
+        foreach (var property in typeof(Job).GetProperties())
+        {
+            Assert.That(property.GetValue(claimed), Is.EqualTo(property.GetValue(read)), $"{property.Name}: the claim's column mapping differs from EF Core's");
+        }
+    }
+
+    [Test]
     public async Task ShouldClaimEachJobOnce_WhenAGroupAsksForTheSameJobTwice()
     {
         var id = await NewJobAsync();

@@ -5,7 +5,7 @@ using LlmServing.ResultStore.Jobs;
 namespace LlmServing.GpuWorker.Jobs;
 
 /// <summary>
-/// Cold start: run once what the first job will run (the database statements, which EF Core compiles on first use,
+/// Cold start: run once what the first job will run (the claim, which EF Core compiles on first use, and the result write,
 /// and a one-token generation), so that the first user's job does not pay for it, and do it beside the model load and
 /// the bus start rather than before them: the statements compile while the model loads, the bus connects and starts
 /// consuming meanwhile (a job taken before the model is loaded waits for it in the scheduler), and the one-token
@@ -27,14 +27,16 @@ public sealed class WorkerWarmup(LlamaModel model, BatchScheduler scheduler, Job
         try
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            await jobs.TryStartAsync(Guid.Empty, "warmup", ct);
-            await jobs.CompleteAsync(Guid.Empty, new JobResult("", "stop", 0, 0), ct);
-            await jobs.FindCancelRequestedAsync([Guid.Empty], ct);
-            var database = clock.ElapsedMilliseconds;
             await model.Loaded.WaitAsync(ct);
             // Jobs may already be running beside it: it is left out of the counters rather than resetting them.
             await scheduler.GenerateAsync(new GenerationRequest(Guid.Empty, "warm up", null, new GenerationParameters { MaxTokens = 1, Temperature = 0 }) { IsWarmup = true }, ct);
-            logger.LogInformation("Warm-up done: database statements {Database} ms, one token {Total} ms after start", database, clock.ElapsedMilliseconds);
+            var token = clock.ElapsedMilliseconds;
+            // After the token, not beside the model load: a job waiting at start compiles the claim itself, and two
+            // threads compiling the same statements at once only slow each other down on a small machine.
+            await jobs.TryStartAsync(Guid.Empty, "warmup", ct);
+            await jobs.CompleteAsync(Guid.Empty, new JobResult("", "stop", 0, 0), ct);
+            await jobs.FindCancelRequestedAsync([Guid.Empty], ct);
+            logger.LogInformation("Warm-up done: one token {Token} ms, database statements {Total} ms after start", token, clock.ElapsedMilliseconds);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
