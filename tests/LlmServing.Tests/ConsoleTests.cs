@@ -116,6 +116,42 @@ public sealed class ConsoleTests
     }
 
     [Test]
+    public async Task ShouldRefuseSignIns_WhenAnAddressKeepsSendingUnknownKeys()
+    {
+        // A Producer of its own: the refusal is per address, and every test here signs in from 127.0.0.1.
+        var queue = $"llm-jobs-test-{TestServices.RunId}-console-guess";
+        try
+        {
+            await using var producer = await ProducerInstance.StartAsync(queue, Settings());
+            using var client = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = producer.Client.BaseAddress };
+            async Task<HttpStatusCode> SignInAsync(string key)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/console/login")
+                {
+                    Content = new FormUrlEncodedContent(new Dictionary<string, string> { ["key"] = key }),
+                };
+                request.Headers.Add("Origin", producer.Client.BaseAddress!.GetLeftPart(UriPartial.Authority));
+                using var response = await client.SendAsync(request);
+                return response.StatusCode;
+            }
+
+            var answers = new List<HttpStatusCode>();
+            for (var i = 0; i < LlmServing.Producer.Tenants.InvalidKeyLimiter.PerMinute + 1; i++)
+            {
+                answers.Add(await SignInAsync($"lls_guess-{i}"));
+            }
+
+            Assert.That(answers.Take(LlmServing.Producer.Tenants.InvalidKeyLimiter.PerMinute), Is.All.EqualTo(HttpStatusCode.Unauthorized));
+            Assert.That(answers[^1], Is.EqualTo(HttpStatusCode.TooManyRequests));
+            Assert.That(await SignInAsync(AdminKey), Is.EqualTo(HttpStatusCode.TooManyRequests), "even the right key waits out the minute");
+        }
+        finally
+        {
+            await Broker.DeleteAsync(queue);
+        }
+    }
+
+    [Test]
     public async Task ShouldShowASubmittedJobAndItsSuccess_WithoutAReload()
     {
         var tenant = await _admin.TenantAsync($"console-live-{TestServices.RunId}");

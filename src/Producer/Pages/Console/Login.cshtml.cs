@@ -4,7 +4,7 @@ using Microsoft.AspNetCore.Mvc.RazorPages;
 
 namespace LlmServing.Producer.Pages.Console;
 
-public sealed class LoginModel(ConsoleSession session) : PageModel
+public sealed class LoginModel(ConsoleSession session, LlmServing.Producer.Tenants.InvalidKeyLimiter failures) : PageModel
 {
     [BindProperty(SupportsGet = true, Name = "return_to")]
     public string? ReturnTo { get; set; }
@@ -19,8 +19,19 @@ public sealed class LoginModel(ConsoleSession session) : PageModel
 
     public async Task<IActionResult> OnPostAsync([FromForm] string? key, CancellationToken ct)
     {
+        // The same guard as the API's: an address that keeps sending unknown keys is refused for a while.
+        var address = HttpContext.Connection.RemoteIpAddress?.ToString() ?? "unknown";
+        if (failures.IsBlocked(address))
+        {
+            Error = $"More than {LlmServing.Producer.Tenants.InvalidKeyLimiter.PerMinute} unknown keys from this address in a minute; try again later.";
+            Response.StatusCode = StatusCodes.Status429TooManyRequests;
+            Response.Headers.RetryAfter = "60";
+            return Page();
+        }
+
         if (await session.SignInAsync(HttpContext, key ?? "", ct) is null)
         {
+            failures.Count(address);
             Error = "That key is not the admin key or an active API key.";
             Response.StatusCode = StatusCodes.Status401Unauthorized;
             return Page();
