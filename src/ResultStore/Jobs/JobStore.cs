@@ -100,11 +100,6 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
         return jobs.Select(_ => true).ToList();
     }
 
-    /// <summary>The columns <see cref="CreateManyAsync"/> writes (besides <c>created_at</c>, <c>attempts</c> and <c>replays</c>).</summary>
-    public static readonly string[] GroupInsertedProperties =
-        [nameof(Job.Id), nameof(Job.TenantId), nameof(Job.Status), nameof(Job.RequestHash), nameof(Job.Request), nameof(Job.Deadline),
-         nameof(Job.Queue), nameof(Job.WebhookUrl), nameof(Job.EstimatedTokens)];
-
     /// <summary>
     /// Inserts a new interactive job unless the tenant already has <paramref name="maxQueued"/> interactive jobs
     /// waiting (then <c>Job</c> is null). One transaction under a per-tenant advisory lock, so concurrent submits
@@ -121,19 +116,19 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
             await using var transaction = await db.Database.BeginTransactionAsync(ct);
             await db.Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock(hashtextextended({"llmserving.queued:" + job.TenantId}, 0))", ct);
             if (job.IdempotencyKey is not null
-            && await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.TenantId == job.TenantId && j.IdempotencyKey == job.IdempotencyKey, ct) is { } existing)
+                && await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.TenantId == job.TenantId && j.IdempotencyKey == job.IdempotencyKey, ct) is { } existing)
             {
-            return (existing, false);
+                return (existing, false);
             }
 
             if (await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == job.Id, ct) is { } mine)
             {
-            return (mine, true); // an earlier attempt committed, but its acknowledgement was lost
+                return (mine, true); // an earlier attempt committed, but its acknowledgement was lost
             }
 
             if (await db.Jobs.CountAsync(j => j.TenantId == job.TenantId && j.Status == JobStatuses.Queued && j.BatchId == null, ct) >= maxQueued)
             {
-            return ((Job?)null, false);
+                return ((Job?)null, false);
             }
 
             db.Jobs.Add(job);
@@ -154,15 +149,6 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
     {
         await using var db = await contexts.CreateDbContextAsync(ct);
         return await db.Jobs.CountAsync(j => j.TenantId == tenantId && j.Status == JobStatuses.Queued && j.BatchId == null, ct);
-    }
-
-    /// <summary>Records that the broker confirmed the job's message.</summary>
-    public async Task MarkPublishedAsync(Guid id, CancellationToken ct)
-    {
-        var now = clock.GetUtcNow();
-        await using var db = await contexts.CreateDbContextAsync(ct);
-        await db.Jobs.Where(j => j.Id == id && j.QueuedAt == null)
-            .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, now), ct);
     }
 
     /// <summary>Records the broker's confirms of many jobs' messages in one statement (a Producer's group commit).</summary>
@@ -256,7 +242,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
         await using var db = await contexts.CreateDbContextAsync(ct);
         return await db.Jobs
             .Where(j => j.Status == JobStatuses.Queued && j.QueuedAt != null && j.QueuedAt < before
-                    && (j.Queue == queue || (j.Queue == null && interactive && j.BatchId == null)))
+                        && (j.Queue == queue || (j.Queue == null && interactive && j.BatchId == null)))
             .ExecuteUpdateAsync(s => s.SetProperty(j => j.QueuedAt, (DateTimeOffset?)null), ct);
     }
 
@@ -392,14 +378,14 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
         var cancelled = await db.Jobs
             .Where(j => j.Id == id && j.TenantId == tenantId && j.Status == JobStatuses.Queued)
             .ExecuteUpdateAsync(s => s
-            .SetProperty(j => j.Status, JobStatuses.Cancelled)
-            .SetProperty(j => j.CancelRequestedAt, now)
-            .SetProperty(j => j.FinishedAt, now), ct);
+                .SetProperty(j => j.Status, JobStatuses.Cancelled)
+                .SetProperty(j => j.CancelRequestedAt, now)
+                .SetProperty(j => j.FinishedAt, now), ct);
         if (cancelled == 0)
         {
             await db.Jobs
-            .Where(j => j.Id == id && j.TenantId == tenantId && j.Status == JobStatuses.Running && j.CancelRequestedAt == null)
-            .ExecuteUpdateAsync(s => s.SetProperty(j => j.CancelRequestedAt, now), ct);
+                .Where(j => j.Id == id && j.TenantId == tenantId && j.Status == JobStatuses.Running && j.CancelRequestedAt == null)
+                .ExecuteUpdateAsync(s => s.SetProperty(j => j.CancelRequestedAt, now), ct);
         }
 
         return await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id && j.TenantId == tenantId, ct);
@@ -496,11 +482,11 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
         var updated = await db.Jobs
             .Where(j => j.Id == id && !FinalStatuses.Contains(j.Status))
             .ExecuteUpdateAsync(s => s
-            .SetProperty(j => j.Status, JobStatuses.Failed)
-            .SetProperty(j => j.Error, error)
-            .SetProperty(j => j.PromptTokens, promptTokens)
-            .SetProperty(j => j.PartialText, (string?)null)
-            .SetProperty(j => j.FinishedAt, now), ct);
+                .SetProperty(j => j.Status, JobStatuses.Failed)
+                .SetProperty(j => j.Error, error)
+                .SetProperty(j => j.PromptTokens, promptTokens)
+                .SetProperty(j => j.PartialText, (string?)null)
+                .SetProperty(j => j.FinishedAt, now), ct);
         return updated == 1;
     }
 
