@@ -86,16 +86,16 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
             SELECT id, tenant_id, status, request_hash, request::jsonb, $6, deadline, queue, webhook_url, estimated_tokens, 0, 0
             FROM unnest($1, $2, $3, $4, $5, $7, $8, $9, $10) AS r(id, tenant_id, status, request_hash, request, deadline, queue, webhook_url, estimated_tokens)
             """);
-        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Id).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
-        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.TenantId).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Status).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.RequestHash).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Request).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        AddArray(command, jobs.Select(j => j.Id).ToArray(), NpgsqlDbType.Uuid);
+        AddArray(command, jobs.Select(j => j.TenantId).ToArray(), NpgsqlDbType.Text);
+        AddArray(command, jobs.Select(j => j.Status).ToArray(), NpgsqlDbType.Text);
+        AddArray(command, jobs.Select(j => j.RequestHash).ToArray(), NpgsqlDbType.Text);
+        AddArray(command, jobs.Select(j => j.Request).ToArray(), NpgsqlDbType.Text);
         command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
-        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Deadline).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
-        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Queue).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.WebhookUrl).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.EstimatedTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
+        AddArray(command, jobs.Select(j => j.Deadline).ToArray(), NpgsqlDbType.TimestampTz);
+        AddArray(command, jobs.Select(j => j.Queue).ToArray(), NpgsqlDbType.Text);
+        AddArray(command, jobs.Select(j => j.WebhookUrl).ToArray(), NpgsqlDbType.Text);
+        AddArray(command, jobs.Select(j => j.EstimatedTokens).ToArray(), NpgsqlDbType.Integer);
         await command.ExecuteNonQueryAsync(ct);
         return jobs.Select(_ => true).ToList();
     }
@@ -161,7 +161,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
                 FROM ({LockInIdOrder("queued_at IS NULL")}) AS l
                 WHERE j.id = l.id
                 """);
-            command.Parameters.Add(new NpgsqlParameter { Value = ids.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+            AddArray(command, ids.ToArray(), NpgsqlDbType.Uuid);
             command.Parameters.Add(new NpgsqlParameter { Value = clock.GetUtcNow(), NpgsqlDbType = NpgsqlDbType.TimestampTz });
             return await command.ExecuteNonQueryAsync(ct);
         });
@@ -209,7 +209,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
                 FROM ({LockInIdOrder("status = 'running'")}) AS l
                 WHERE j.id = l.id
                 """);
-            command.Parameters.Add(new NpgsqlParameter { Value = ids.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+            AddArray(command, ids.ToArray(), NpgsqlDbType.Uuid);
             command.Parameters.Add(new NpgsqlParameter { Value = until, NpgsqlDbType = NpgsqlDbType.TimestampTz });
             return await command.ExecuteNonQueryAsync(ct);
         });
@@ -309,10 +309,10 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
                 RETURNING {JobColumns}
                 """);
             command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
-            command.Parameters.Add(new NpgsqlParameter { Value = ids, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
-            command.Parameters.Add(new NpgsqlParameter { Value = reclaims, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Boolean });
-            command.Parameters.Add(new NpgsqlParameter { Value = workers, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            command.Parameters.Add(new NpgsqlParameter { Value = leases, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+            AddArray(command, ids, NpgsqlDbType.Uuid);
+            AddArray(command, reclaims, NpgsqlDbType.Boolean);
+            AddArray(command, workers, NpgsqlDbType.Text);
+            AddArray(command, leases, NpgsqlDbType.TimestampTz);
             var claimed = new List<Job>();
             await using var reader = await command.ExecuteReaderAsync(ct);
             while (await reader.ReadAsync(ct))
@@ -344,15 +344,15 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
                 WHERE j.id = r.id AND j.id = l.id
                 RETURNING j.id
                 """);
-            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Id).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
-            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Status).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.StorableText).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.FinishReason).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => (int?)w.Result.PromptTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
-            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => (int?)w.Result.CompletionTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
-            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.CachedTokens).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
-            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.LogprobsJson).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            command.Parameters.Add(new NpgsqlParameter { Value = writes.Select(w => w.Result.ChoicesJson).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            AddArray(command, writes.Select(w => w.Id).ToArray(), NpgsqlDbType.Uuid);
+            AddArray(command, writes.Select(w => w.Status).ToArray(), NpgsqlDbType.Text);
+            AddArray(command, writes.Select(w => w.Result.StorableText).ToArray(), NpgsqlDbType.Text);
+            AddArray(command, writes.Select(w => w.Result.FinishReason).ToArray(), NpgsqlDbType.Text);
+            AddArray(command, writes.Select(w => (int?)w.Result.PromptTokens).ToArray(), NpgsqlDbType.Integer);
+            AddArray(command, writes.Select(w => (int?)w.Result.CompletionTokens).ToArray(), NpgsqlDbType.Integer);
+            AddArray(command, writes.Select(w => w.Result.CachedTokens).ToArray(), NpgsqlDbType.Integer);
+            AddArray(command, writes.Select(w => w.Result.LogprobsJson).ToArray(), NpgsqlDbType.Text);
+            AddArray(command, writes.Select(w => w.Result.ChoicesJson).ToArray(), NpgsqlDbType.Text);
             command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
             var ids = new HashSet<Guid>();
             await using var reader = await command.ExecuteReaderAsync(ct);
@@ -408,16 +408,19 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
     /// Records the text of running jobs so far (for streams), all in one statement; rows no longer running are left
     /// alone. The <c>jobs_notify_progress</c> trigger wakes the Producer's listeners.
     /// </summary>
-    public async Task WriteProgressAsync(Guid[] ids, string[] texts, int[] tokens, CancellationToken ct)
-    {
-        await using var db = await contexts.CreateDbContextAsync(ct);
-        await db.Database.ExecuteSqlAsync($"""
-            UPDATE jobs SET partial_text = d.text, partial_tokens = d.tokens
-            FROM unnest({ids}::uuid[], {texts}::text[], {tokens}::int[]) AS d(id, text, tokens),
-                 (SELECT id FROM jobs WHERE id = ANY({ids}::uuid[]) AND status = 'running' ORDER BY id FOR UPDATE) AS l
-            WHERE jobs.id = d.id AND jobs.id = l.id
-            """, ct);
-    }
+    public async Task WriteProgressAsync(Guid[] ids, string[] texts, int[] tokens, CancellationToken ct) =>
+        await RetryTransientAsync(async () =>
+        {
+            await using var command = data.CreateCommand($"""
+                UPDATE jobs AS j SET partial_text = d.text, partial_tokens = d.tokens
+                FROM unnest($1, $2, $3) AS d(id, text, tokens), ({LockInIdOrder("status = 'running'")}) AS l
+                WHERE j.id = d.id AND j.id = l.id
+                """);
+            AddArray(command, ids, NpgsqlDbType.Uuid);
+            AddArray(command, texts, NpgsqlDbType.Text);
+            AddArray(command, tokens, NpgsqlDbType.Integer);
+            return await command.ExecuteNonQueryAsync(ct);
+        });
 
     /// <summary>
     /// A tenant's jobs, newest first: optionally of one status, created in [<paramref name="from"/>, <paramref name="to"/>),
@@ -574,6 +577,10 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
             EstimatedTokens = Int(31), Replays = r.GetInt32(32),
         };
     }
+
+    /// <summary>Adds a parameter holding <paramref name="values"/> as a PostgreSQL array of <paramref name="element"/> (nulls kept).</summary>
+    private static void AddArray<T>(NpgsqlCommand command, T[] values, NpgsqlDbType element) =>
+        command.Parameters.Add(new NpgsqlParameter { Value = values, NpgsqlDbType = NpgsqlDbType.Array | element });
 
     /// <summary>
     /// The rows of <c>$1</c> (a uuid array) matching <paramref name="condition"/>, locked in id order. Every statement
