@@ -5,11 +5,10 @@ using LlmServing.ResultStore.Jobs;
 namespace LlmServing.GpuWorker.Jobs;
 
 /// <summary>
-/// Cold start: run once what the first job will run (the claim, which EF Core compiles on first use, and the result write,
-/// and a one-token generation), so that the first user's job does not pay for it, and do it beside the model load and
-/// the bus start rather than before them: the statements compile while the model loads, the bus connects and starts
-/// consuming meanwhile (a job taken before the model is loaded waits for it in the scheduler), and the one-token
-/// generation runs as soon as the model is in.
+/// Cold start: run once what the first job will run (a one-token generation, then the claim, the result write and the
+/// cancellation check, which open the database connections and make EF Core build its model and compile that query),
+/// so that the first user's job does not pay for it, and do it beside the bus start rather than before it: the bus
+/// connects and starts consuming meanwhile (a job taken before the model is loaded waits for it in the scheduler).
 /// </summary>
 public sealed class WorkerWarmup(LlamaModel model, BatchScheduler scheduler, JobStore jobs, ILogger<WorkerWarmup> logger) : IHostedService
 {
@@ -31,8 +30,8 @@ public sealed class WorkerWarmup(LlamaModel model, BatchScheduler scheduler, Job
             // Jobs may already be running beside it: it is left out of the counters rather than resetting them.
             await scheduler.GenerateAsync(new GenerationRequest(Guid.Empty, "warm up", null, new GenerationParameters { MaxTokens = 1, Temperature = 0 }) { IsWarmup = true }, ct);
             var token = clock.ElapsedMilliseconds;
-            // After the token, not beside the model load: a job waiting at start compiles the claim itself, and two
-            // threads compiling the same statements at once only slow each other down on a small machine.
+            // After the token, not beside the model load: a job waiting at start runs these statements itself, and doing
+            // them twice at once only slows both down on a small machine.
             await jobs.TryStartAsync(Guid.Empty, "warmup", ct);
             await jobs.CompleteAsync(Guid.Empty, new JobResult("", "stop", 0, 0), ct);
             await jobs.FindCancelRequestedAsync([Guid.Empty], ct);

@@ -90,9 +90,9 @@ public sealed class BatchBacklog(NpgsqlDataSource data, TimeProvider clock)
         public async Task MarkSentAsync(IReadOnlyCollection<Guid> ids, CancellationToken ct)
         {
             // Rows locked in id order, as every multi-row update of jobs does (no deadlock with the workers' group claims).
-            await using var command = new NpgsqlCommand("""
+            await using var command = new NpgsqlCommand($"""
                 UPDATE jobs AS j SET queued_at = $2
-                FROM (SELECT id FROM jobs WHERE id = ANY($1) AND queued_at IS NULL ORDER BY id FOR UPDATE) AS l
+                FROM ({Jobs.JobStore.LockInIdOrder("queued_at IS NULL")}) AS l
                 WHERE j.id = l.id
                 """, connection);
             command.Parameters.AddWithValue(ids.ToArray());

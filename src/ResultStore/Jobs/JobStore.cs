@@ -587,7 +587,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
     /// that updates many jobs at once locks through this (or orders its <c>FOR UPDATE</c> by id), so two of them can
     /// never wait for each other in a cycle: group commits run side by side without deadlocks.
     /// </summary>
-    private static string LockInIdOrder(string condition) => $"SELECT id FROM jobs WHERE id = ANY($1) AND {condition} ORDER BY id FOR UPDATE";
+    internal static string LockInIdOrder(string condition) => $"SELECT id FROM jobs WHERE id = ANY($1) AND {condition} ORDER BY id FOR UPDATE";
 
     /// <summary>Runs a plain Npgsql statement again after a transient failure (as EF's retrying strategy does for its own).</summary>
     private static async Task<T> RetryTransientAsync<T>(Func<Task<T>> run)
