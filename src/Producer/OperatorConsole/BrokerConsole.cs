@@ -40,8 +40,8 @@ public sealed class BrokerConsole(
         var result = new List<LaneDepth>();
         foreach (var (lane, queue) in Lanes)
         {
-            var (ready, consumers) = await PassiveAsync(queue, ct);
-            var (errors, _) = await PassiveAsync(queue + "_error", ct);
+            var (ready, consumers) = await PassiveAsync(queue, ct) ?? (0, 0);
+            var (errors, _) = await PassiveAsync(queue + "_error", ct) ?? (0, 0);
             result.Add(new LaneDepth(lane, queue, ready, await UnacknowledgedAsync(queue, ct), consumers, errors));
         }
 
@@ -54,7 +54,7 @@ public sealed class BrokerConsole(
         EnsureErrorQueue(errorQueue);
         var letters = new List<DeadLetter>();
         await using var channel = await ChannelAsync(ct);
-        if (channel is null || !await ExistsAsync(errorQueue, ct))
+        if (channel is null || await PassiveAsync(errorQueue, ct) is null)
         {
             return letters;
         }
@@ -87,7 +87,7 @@ public sealed class BrokerConsole(
     {
         EnsureErrorQueue(errorQueue);
         await using var channel = await ChannelAsync(ct);
-        if (channel is null || !await ExistsAsync(errorQueue, ct))
+        if (channel is null || await PassiveAsync(errorQueue, ct) is null)
         {
             return null;
         }
@@ -162,12 +162,13 @@ public sealed class BrokerConsole(
             Header("MT-Fault-Timestamp"), Header("MT-Host-MachineName"), got.Body.Length);
     }
 
-    private async Task<(long Messages, long Consumers)> PassiveAsync(string queue, CancellationToken ct)
+    /// <summary>A queue's ready messages and consumers; null when it does not exist (nothing ever failed there) or the broker does not answer.</summary>
+    private async Task<(long Messages, long Consumers)?> PassiveAsync(string queue, CancellationToken ct)
     {
         await using var channel = await ChannelAsync(ct);
         if (channel is null)
         {
-            return (0, 0);
+            return null;
         }
 
         try
@@ -177,26 +178,7 @@ public sealed class BrokerConsole(
         }
         catch (RabbitMQ.Client.Exceptions.OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == 404)
         {
-            return (0, 0); // never created: nothing ever failed there
-        }
-    }
-
-    private async Task<bool> ExistsAsync(string queue, CancellationToken ct)
-    {
-        await using var channel = await ChannelAsync(ct);
-        if (channel is null)
-        {
-            return false;
-        }
-
-        try
-        {
-            await channel.QueueDeclarePassiveAsync(queue, ct);
-            return true;
-        }
-        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == 404)
-        {
-            return false;
+            return null;
         }
     }
 

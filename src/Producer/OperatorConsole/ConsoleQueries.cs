@@ -34,46 +34,35 @@ public sealed class ConsoleQueries(NpgsqlDataSource data, IDbContextFactory<LlmS
     {
         var now = clock.GetUtcNow();
         var from = now.AddMinutes(-BucketMinutes * Buckets);
-        var finished = new List<StatusBucket>();
+        // One pass over the hour's finished jobs, per minute and status: jobs per 5-minute bucket, and tokens per second
+        // (completion tokens counted at the minute their job finished).
+        var counts = new Dictionary<(int Bucket, string Status), long>();
+        var tokens = new double[BucketMinutes * Buckets];
         await using (var command = data.CreateCommand("""
-            SELECT floor(extract(epoch FROM (finished_at - $1)) / $3)::int AS bucket, status, count(*)
+            SELECT floor(extract(epoch FROM (finished_at - $1)) / 60)::int, status, count(*), COALESCE(sum(completion_tokens), 0)::bigint
             FROM jobs WHERE finished_at >= $1 AND ($2::text IS NULL OR tenant_id = $2)
             GROUP BY 1, 2
             """))
         {
             command.Parameters.AddWithValue(from);
-            command.Parameters.Add(new NpgsqlParameter { Value = (object?)scope ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
-            command.Parameters.AddWithValue(BucketMinutes * 60);
+            command.Parameters.Add(Scope(scope));
             await using var reader = await command.ExecuteReaderAsync(ct);
             while (await reader.ReadAsync(ct))
             {
-                finished.Add(new StatusBucket(Math.Clamp(reader.GetInt32(0), 0, Buckets - 1), reader.GetString(1), reader.GetInt64(2)));
+                var minute = Math.Clamp(reader.GetInt32(0), 0, tokens.Length - 1);
+                var key = (minute / BucketMinutes, reader.GetString(1));
+                counts[key] = counts.GetValueOrDefault(key) + reader.GetInt64(2);
+                tokens[minute] += reader.GetInt64(3) / 60.0;
             }
         }
 
-        // Tokens per second, per minute of the hour: completion tokens counted at the minute their job finished.
-        var tokens = new double[BucketMinutes * Buckets];
-        await using (var command = data.CreateCommand("""
-            SELECT floor(extract(epoch FROM (finished_at - $1)) / 60)::int, COALESCE(sum(completion_tokens), 0)::bigint
-            FROM jobs WHERE finished_at >= $1 AND ($2::text IS NULL OR tenant_id = $2)
-            GROUP BY 1
-            """))
-        {
-            command.Parameters.AddWithValue(from);
-            command.Parameters.Add(new NpgsqlParameter { Value = (object?)scope ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
-            await using var reader = await command.ExecuteReaderAsync(ct);
-            while (await reader.ReadAsync(ct))
-            {
-                tokens[Math.Clamp(reader.GetInt32(0), 0, tokens.Length - 1)] += reader.GetInt64(1) / 60.0;
-            }
-        }
-
+        var finished = counts.Select(c => new StatusBucket(c.Key.Bucket, c.Key.Status, c.Value)).ToList();
         var byStatus = new Dictionary<string, long>();
         await using (var command = data.CreateCommand("""
             SELECT status, count(*) FROM jobs WHERE status IN ('queued', 'running') AND ($1::text IS NULL OR tenant_id = $1) GROUP BY 1
             """))
         {
-            command.Parameters.Add(new NpgsqlParameter { Value = (object?)scope ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
+            command.Parameters.Add(Scope(scope));
             await using var reader = await command.ExecuteReaderAsync(ct);
             while (await reader.ReadAsync(ct))
             {
@@ -87,6 +76,10 @@ public sealed class ConsoleQueries(NpgsqlDataSource data, IDbContextFactory<LlmS
             .OrderBy(j => j.CreatedAt).FirstOrDefaultAsync(ct);
         return new OverviewData(from, finished, tokens, byStatus, oldest);
     }
+
+    /// <summary>The tenant filter as a text parameter: null (every tenant) is a typed NULL.</summary>
+    private static NpgsqlParameter Scope(string? scope) =>
+        new() { Value = (object?)scope ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text };
 
     public async Task<List<Job>> JobsAsync(string? scope, JobQuery query, int limit, CancellationToken ct)
     {
