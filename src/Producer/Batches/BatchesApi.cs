@@ -255,6 +255,18 @@ public static class BatchesApi
         });
     }
 
+    /// <summary>
+    /// Marks the batch cancelling; queued lines are cancelled at once, running ones asked to stop. The finalizer repeats
+    /// this until the batch ends.
+    /// </summary>
+    internal static async Task CancelLinesAsync(string id, string tenantId, BatchStore batches, BatchLineStore lines, CancellationToken ct)
+    {
+        if (await batches.MarkCancellingAsync(id, tenantId, ct))
+        {
+            await lines.StopAsync(id, JobStatuses.Cancelled, ct);
+        }
+    }
+
     private static async Task<IResult> CancelAsync(string id, BatchStore batches, BatchLineStore lines, HttpContext http, CancellationToken ct)
     {
         var before = await batches.FindAsync(id, http.Tenant(), ct);
@@ -268,11 +280,7 @@ public static class BatchesApi
             return Problems.Of(StatusCodes.Status409Conflict, "Batch already ended", $"Batch {id} is {before.Status}; only a validating or running batch can be cancelled.");
         }
 
-        // Queued lines are cancelled at once, running ones asked to stop; the finalizer repeats this until the batch ends.
-        if (await batches.MarkCancellingAsync(id, http.Tenant(), ct))
-        {
-            await lines.StopAsync(id, JobStatuses.Cancelled, ct);
-        }
+        await CancelLinesAsync(id, http.Tenant(), batches, lines, ct);
 
         var batch = await batches.FindAsync(id, http.Tenant(), ct);
         return TypedResults.Ok(BatchShapes.Batch(batch!, await lines.CountsAsync(id, ct)));

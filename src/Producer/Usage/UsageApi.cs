@@ -39,14 +39,21 @@ public static class UsageApi
 
     public sealed record SettingsRequest(int? JobRetentionDays, long? MaxEnqueuedTokens);
 
+    /// <summary>A tenant id a setting can be stored under: 1 to 64 characters, no NUL.</summary>
+    internal static bool ValidTenant(string tenant) => tenant.Length is > 0 and <= 64 && !TextInput.HasNul(tenant);
+
+    /// <summary>A tenant's overrides (null: the deployment's default): retention 1 to 3650 days, max enqueued tokens 0 (no limit) or more.</summary>
+    internal static bool ValidSettings(int? jobRetentionDays, long? maxEnqueuedTokens) =>
+        jobRetentionDays is not (< 1 or > 3650) && maxEnqueuedTokens is not < 0;
+
     private static async Task<IResult> SetSettingsAsync(string tenant, SettingsRequest request, TenantSettingsStore settings, CancellationToken ct)
     {
-        if (tenant.Length is 0 or > 64 || TextInput.HasNul(tenant))
+        if (!ValidTenant(tenant))
         {
             return Problems.Of(StatusCodes.Status400BadRequest, "Invalid tenant", "A tenant id has 1 to 64 characters.");
         }
 
-        if (request.JobRetentionDays is < 1 or > 3650 || request.MaxEnqueuedTokens is < 0)
+        if (!ValidSettings(request.JobRetentionDays, request.MaxEnqueuedTokens))
         {
             return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid settings",
                 "'job_retention_days' is 1 to 3650; 'max_enqueued_tokens' is 0 (no limit) or more.");

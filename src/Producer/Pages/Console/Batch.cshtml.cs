@@ -1,4 +1,3 @@
-using LlmServing.Contracts;
 using LlmServing.Producer.OperatorConsole;
 using LlmServing.ResultStore.Batches;
 using LlmServing.ResultStore.Files;
@@ -62,10 +61,7 @@ public sealed class BatchModel(ConsoleQueries queries, BatchStore batches, Batch
             return Back(path, $"The batch is {batch.Status}; only a validating or running batch can be cancelled.");
         }
 
-        if (await batches.MarkCancellingAsync(Id, batch.TenantId, ct))
-        {
-            await lines.StopAsync(Id, JobStatuses.Cancelled, ct);
-        }
+        await Batches.BatchesApi.CancelLinesAsync(Id, batch.TenantId, batches, lines, ct);
 
         return Back(path, "Cancelling: queued lines are cancelled, running ones stop at their next step.");
     }

@@ -71,11 +71,16 @@ public sealed class TenantsModel(ConsoleQueries queries, ApiKeyStore keys, Tenan
             return forbidden;
         }
 
+        if (!Usage.UsageApi.ValidTenant(tenant))
+        {
+            return Back("/console/tenants", "A tenant id has 1 to 64 characters.");
+        }
+
         int? days = null;
         long? tokens = null;
         if (!string.IsNullOrWhiteSpace(retentionDays))
         {
-            if (!int.TryParse(retentionDays, out var d) || d is < 1 or > 3650)
+            if (!int.TryParse(retentionDays, out var d) || !Usage.UsageApi.ValidSettings(d, null))
             {
                 return Back("/console/tenants", "Job retention is 1 to 3650 days, or empty for the deployment's default.");
             }
@@ -85,7 +90,7 @@ public sealed class TenantsModel(ConsoleQueries queries, ApiKeyStore keys, Tenan
 
         if (!string.IsNullOrWhiteSpace(maxTokens))
         {
-            if (!long.TryParse(maxTokens, out var t) || t < 0)
+            if (!long.TryParse(maxTokens, out var t) || !Usage.UsageApi.ValidSettings(null, t))
             {
                 return Back("/console/tenants", "Max enqueued tokens is 0 (no limit) or more, or empty for the deployment's default.");
             }
