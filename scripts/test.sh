@@ -16,10 +16,11 @@ fi
 echo "[llmserving] building" >&2
 dotnet build LlmServing.sln -v quiet -nologo >/dev/null || dotnet build LlmServing.sln -nologo -v quiet
 results="$ROOT/.artifacts/test-results"
-rm -rf "$results"
+rm -rf "$results"; mkdir -p "$results"
 set +e
 dotnet test LlmServing.sln --no-build --filter "TestCategory!=Chaos" --logger "trx;LogFileName=tests.trx" --logger "console;verbosity=normal" \
-  --results-directory "$results" 2>&1 | grep -vE '^(llama_|load|print_info|sched_|graph_|llm_load|init_|srv |common_|  - |set_abort|llama_model_loader|.*: +- )'
+  --results-directory "$results" 2>&1 | grep -vE '^(llama_|load|print_info|sched_|graph_|llm_load|init_|srv |common_|  - |set_abort|llama_model_loader|.*: +- )' \
+  | tee "$ROOT/.artifacts/test-output.log"
 status=${PIPESTATUS[0]}
 set -e
 trx=$(find "$results" -name '*.trx' | head -n 1)
@@ -34,5 +35,11 @@ errors=$(num error); timeout=$(num timeout); aborted=$(num aborted)
 failed=$(( ${failed:-0} + ${errors:-0} + ${timeout:-0} + ${aborted:-0} ))
 skipped=$(( ${total:-0} - ${passed:-0} - failed )); [ "$skipped" -ge 0 ] || skipped=0
 if [ "$status" != "0" ] && [ "$failed" = "0" ]; then failed=1; fi
+if [ "$failed" != "0" ]; then
+  # Repeat each failure (name, message, first lines of its stack) right above the summary, so that a log that keeps
+  # only its tail still says what failed.
+  echo "[llmserving] failed tests:"
+  awk '/^  Failed [A-Za-z_]/ { n = 14 } n > 0 { print; n-- }' "$ROOT/.artifacts/test-output.log" | cut -c1-300
+fi
 echo "${passed:-0} passed, ${failed} failed, ${skipped} skipped"
 [ "$failed" = "0" ]

@@ -130,13 +130,16 @@ if (!skip.Contains("structured"))
 EndToEndResult? plumbing = null, idle = null;
 (double Claims, double Results) groupSizes = (double.NaN, double.NaN);
 double raw = double.NaN;
+CpuSample? plumbingCpu = null;
 if (!skip.Contains("plumbing"))
 {
     await using (var stack = await BenchStack.StartAsync(services, new() { ["Inference:Slots"] = "64" }, engineDouble: true))
     {
         var body = new { prompt = "plumbing", max_tokens = 16 };
         await EndToEndBenchmark.RunAsync(stack, services.Postgres, Enumerable.Repeat<object>(body, 200).ToList()); // warm-up
+        var cpuBefore = CpuSample.Take();
         plumbing = await EndToEndBenchmark.RunAsync(stack, services.Postgres, Enumerable.Repeat<object>(body, plumbingJobs).ToList());
+        plumbingCpu = CpuSample.Take() - cpuBefore;
         Console.WriteLine($"plumbing end to end: {plumbing.JobsPerSecond,8:F0} jobs/s ({plumbingJobs} jobs, engine double), failed {plumbing.Failed}");
         var writes = stack.WorkerServices!.GetRequiredService<LlmServing.GpuWorker.Jobs.JobWrites>();
         groupSizes = (writes.Claims.Requests / (double)Math.Max(1, writes.Claims.Statements), writes.Results.Requests / (double)Math.Max(1, writes.Results.Statements));
@@ -157,8 +160,20 @@ if (!skip.Contains("plumbing"))
         await services.DeleteQueueAsync(stack.Queue);
     }
 
+    var rawBefore = CpuSample.Take();
     raw = await RawPlumbingBenchmark.JobsPerSecondAsync(services, plumbingJobs, 32);
+    var rawCpu = CpuSample.Take() - rawBefore;
     Console.WriteLine($"plumbing raw limit : {raw,8:F0} jobs/s (Npgsql + RabbitMQ.Client, confirms)");
+    var (httpRate, httpCpu) = await HttpFloorBenchmark.RunAsync(plumbingJobs * 3);
+    Console.WriteLine($"plumbing http floor: {httpRate,8:F0} requests/s, {httpCpu.Self * 1000 / (plumbingJobs * 3):F3} ms CPU per request (empty endpoint, same client)");
+    report.PlumbingCpu = (plumbingCpu!, plumbingJobs, rawCpu, plumbingJobs);
+    report.HttpFloor = (httpRate, httpCpu.Self * 1000 / (plumbingJobs * 3));
+    foreach (var (name, spent) in new[] { ("end to end", plumbingCpu!), ("raw", rawCpu) })
+    {
+        var (self, pg, mq) = spent.PerJobMs(plumbingJobs);
+        Console.WriteLine($"plumbing cpu {name,-10}: {self:F3} ms this process, {pg:F3} PostgreSQL, {mq:F3} RabbitMQ per job; " +
+                          $"servers alone would allow {spent.ServersBoundJobsPerSecond(plumbingJobs):F0} jobs/s");
+    }
 }
 
 // 5. Batch ingestion: upload -> validate -> COPY -> every line published, at two file sizes.
