@@ -137,9 +137,11 @@ if (!skip.Contains("plumbing"))
     {
         var body = new { prompt = "plumbing", max_tokens = 16 };
         await EndToEndBenchmark.RunAsync(stack, services.Postgres, Enumerable.Repeat<object>(body, 200).ToList()); // warm-up
+        var gcBefore = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
         var cpuBefore = CpuSample.Take();
         plumbing = await EndToEndBenchmark.RunAsync(stack, services.Postgres, Enumerable.Repeat<object>(body, plumbingJobs).ToList());
         plumbingCpu = CpuSample.Take() - cpuBefore;
+        Console.WriteLine($"plumbing gc during the run: gen0 {GC.CollectionCount(0) - gcBefore.Item1}, gen1 {GC.CollectionCount(1) - gcBefore.Item2}, gen2 {GC.CollectionCount(2) - gcBefore.Item3}");
         Console.WriteLine($"plumbing end to end: {plumbing.JobsPerSecond,8:F0} jobs/s ({plumbingJobs} jobs, engine double), failed {plumbing.Failed}");
         var writes = stack.WorkerServices!.GetRequiredService<LlmServing.GpuWorker.Jobs.JobWrites>();
         groupSizes = (writes.Claims.Requests / (double)Math.Max(1, writes.Claims.Statements), writes.Results.Requests / (double)Math.Max(1, writes.Results.Statements));
