@@ -41,6 +41,8 @@ public static class WorkerExtensions
             .ValidateDataAnnotations().ValidateOnStart();
 
         builder.Services.AddSingleton<HeldJobs>();
+        builder.Services.AddSingleton<ConsumeActivity>();
+        builder.Services.AddReceiveEndpointObserver<ConsumeActivity.ReadyObserver>();
         builder.Services.AddSingleton<JobWrites>();
         builder.Services.AddSingleton<JobTelemetry>();
         builder.Services.AddSingleton(sp => new SlotGate(sp.GetRequiredService<IOptions<InferenceOptions>>().Value.Slots));

@@ -16,6 +16,7 @@ public sealed class GenerateCompletionConsumer(
     JobWrites writes,
     JobTelemetry telemetry,
     HeldJobs held,
+    ConsumeActivity consuming,
     SlotGate slots,
     IGenerator generator,
     IOptions<WorkerOptions> worker,
@@ -23,6 +24,7 @@ public sealed class GenerateCompletionConsumer(
 {
     public async Task Consume(ConsumeContext<GenerateCompletion> context)
     {
+        using var busy = consuming.Enter();
         var message = context.Message;
         var ct = context.CancellationToken;
         // Claim only once the job can start: a batch line must not sit "running", its attempts counting, while it
