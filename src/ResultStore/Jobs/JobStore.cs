@@ -201,9 +201,9 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
             return 0;
         }
 
-        var until = clock.GetUtcNow() + lease;
         return await RetryTransientAsync(async () =>
         {
+            var until = clock.GetUtcNow() + lease; // from each try, not the first: a retry must not renew less
             await using var command = data.CreateCommand($"""
                 UPDATE jobs AS j SET lease_expires_at = $2
                 FROM ({LockInIdOrder("status = 'running'")}) AS l
