@@ -53,7 +53,9 @@ public sealed class FairShareTests
             TestContext.Out.WriteLine($"small batch alone {alone.TotalSeconds:F2} s, behind the big batch {shared.TotalSeconds:F2} s; big batch {bigProgress}/3000 done then");
 
             Assert.That(bigProgress, Is.LessThan(3000), "the big batch was still running: the small one did not wait for it");
-            Assert.That(shared.TotalSeconds, Is.LessThanOrEqualTo((alone.TotalSeconds * 2.5) + 0.5), "about twice its time alone at most");
+            // Two seconds of slack for the polling intervals on a busy machine; behind the big batch instead of beside it, the
+            // small one would wait for most of its 3,000 lines (tens of seconds).
+            Assert.That(shared.TotalSeconds, Is.LessThanOrEqualTo((alone.TotalSeconds * 2.5) + 2.0), "about twice its time alone at most");
             using var cancel = await big.PostAsync($"/v1/batches/{bigId}/cancel", null);
         }
         finally

@@ -26,6 +26,9 @@ public sealed class FaultTests
             Assert.That(failed.Error, Does.Contain("Fault injection"));
             Assert.That(failed.Attempts, Is.EqualTo(3));
             Assert.That(done.Status, Is.EqualTo(JobStatuses.Succeeded));
+            // The job is failed in PostgreSQL before MassTransit moves the message (declaring the error queue on its
+            // first fault): wait for it, then check that only that one is there.
+            await Eventually.WaitUntilAsync(async () => await Broker.ErrorCountAsync(queue) >= 1, 15);
             await Task.Delay(500);
             Assert.That(await Broker.ErrorCountAsync(queue), Is.EqualTo(1), "the poison message is kept in the error queue");
         }

@@ -15,11 +15,9 @@ public sealed class LimitsTests
         try
         {
             await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:RateLimitPerSecond"] = "1" });
-            var responses = new List<HttpResponseMessage>();
-            for (var i = 0; i < 6; i++)
-            {
-                responses.Add(await producer.Client.PostAsJsonAsync("/v1/jobs", new { prompt = $"fast {i}", max_tokens = 1 }, JobsClient.Json));
-            }
+            // All at once: sent one after another, six requests on a slow machine could span the bucket's refill.
+            var responses = (await Task.WhenAll(Enumerable.Range(0, 6).Select(i =>
+                producer.Client.PostAsJsonAsync("/v1/jobs", new { prompt = $"fast {i}", max_tokens = 1 }, JobsClient.Json)))).ToList();
 
             var limited = responses.Where(r => (int)r.StatusCode == 429).ToList();
             foreach (var ok in responses.Where(r => (int)r.StatusCode == 202))
