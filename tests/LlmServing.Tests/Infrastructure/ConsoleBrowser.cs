@@ -75,7 +75,9 @@ public sealed class ConsoleBrowser : IAsyncDisposable
         {
             ExecutablePath = Executable,
             Headless = true,
-            Args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            // Loopback only: no update checks, sync, QUIC or other background traffic (this machine's network is closed).
+            Args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-default-apps"],
         });
         return new ConsoleBrowser(playwright, browser);
     }
