@@ -81,5 +81,6 @@ if ! rabbitmq-plugins is_enabled rabbitmq_management --quiet >/dev/null 2>&1; th
   log "enabling the RabbitMQ management plugin"
   $SUDO rabbitmq-plugins enable rabbitmq_management >/dev/null
 fi
-for _ in $(seq 1 30); do curl -sf -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null && break; sleep 1; done
+for _ in $(seq 1 90); do curl -sf -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null && break; sleep 1; done
+curl -sf -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null || log "warning: RabbitMQ's management API is not answering yet (autoscaler and console tests need it)"
 log "PostgreSQL and RabbitMQ are up"
