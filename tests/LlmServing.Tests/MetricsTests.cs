@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using LlmServing.Tests.Infrastructure;
 
 namespace LlmServing.Tests;
@@ -13,22 +11,14 @@ public sealed class MetricsTests
     public async Task ShouldExposeJobAndWorkerMetrics_WhenAJobHasRun()
     {
         var queue = $"llm-jobs-test-{TestServices.RunId}-metrics";
-        var port = FreePort();
+        var port = AppProcess.FreePort();
         try
         {
             await using var producer = await ProducerInstance.StartAsync(queue);
             await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Worker:MetricsPort"] = port.ToString() });
             await producer.Client.WaitForFinalAsync((await producer.Client.SubmitAsync(new { prompt = "Measure me", max_tokens = 9 })).Id);
 
-            string scraped = "";
-            // At least this job: every Producer sends (and counts) the result events still owed in the database, so a job
-            // that an earlier test's Producer left owed may be counted here too.
-            var observed = new System.Text.RegularExpressions.Regex("llmserving_job_latency_seconds_count\\{stage=\"total\"\\} [1-9]");
-            for (var i = 0; i < 80 && !observed.IsMatch(scraped); i++)
-            {
-                await Task.Delay(100);
-                scraped = await producer.Client.GetStringAsync("/metrics");
-            }
+            var scraped = await producer.Client.ScrapeOnceAJobIsCountedAsync(seconds: 8);
 
             using var scraper = new HttpClient();
             var workerMetrics = await scraper.GetStringAsync($"http://127.0.0.1:{port}/metrics");
@@ -39,7 +29,7 @@ public sealed class MetricsTests
             Assert.That(workerMetrics, Does.Contain("llmserving_worker_time_to_first_token_seconds_count{lane=\"interactive\"} 1"));
             Assert.That(await scraper.GetStringAsync($"http://127.0.0.1:{port}/health/live"), Is.EqualTo("live"));
             Assert.That(await scraper.GetStringAsync($"http://127.0.0.1:{port}/health/ready"), Is.EqualTo("ready"));
-            Assert.That(scraped, Does.Match(observed.ToString()));
+            Assert.That(scraped, Does.Match(JobsClient.JobCounted.ToString()));
             Assert.That(workerMetrics, Does.Contain("llmserving_worker_tokens_generated_total 9"));
             Assert.That(workerMetrics, Does.Contain("llmserving_worker_sequences_completed_total 1"));
         }
@@ -47,12 +37,5 @@ public sealed class MetricsTests
         {
             await Broker.DeleteAsync(queue);
         }
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

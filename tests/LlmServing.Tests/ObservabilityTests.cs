@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
@@ -43,20 +41,14 @@ public sealed class ObservabilityTests
 
         var exported = new HashSet<string>(StringComparer.Ordinal);
         var queue = $"llm-jobs-test-{TestServices.RunId}-observability";
-        var port = FreePort();
+        var port = AppProcess.FreePort();
         try
         {
             await using var producer = await ProducerInstance.StartAsync(queue);
             await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Worker:MetricsPort"] = port.ToString() });
             await producer.Client.WaitForFinalAsync((await producer.Client.SubmitAsync(new { prompt = "Observe me", max_tokens = 5 })).Id);
 
-            // The final job's counters are written as its result event goes out, a moment after the job is final.
-            var scraped = "";
-            for (var i = 0; i < 100 && !Regex.IsMatch(scraped, @"llmserving_job_latency_seconds_count\{stage=""total""\} [1-9]"); i++)
-            {
-                await Task.Delay(100);
-                scraped = await producer.Client.GetStringAsync("/metrics");
-            }
+            var scraped = await producer.Client.ScrapeOnceAJobIsCountedAsync(seconds: 10);
 
             using var scraper = new HttpClient();
             exported.UnionWith(ExportedNames(scraped));
@@ -165,11 +157,4 @@ public sealed class ObservabilityTests
     }
 
     private static int Indent(string line) => line.Length - line.TrimStart().Length;
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }

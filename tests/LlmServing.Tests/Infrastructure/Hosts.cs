@@ -241,4 +241,25 @@ public static class JobsClient
             }
         }
     }
+
+    /// <summary>
+    /// The Producer's <c>/metrics</c> once it counts at least one finished job's latency, or as it is after
+    /// <paramref name="seconds"/>: a job's counters are written as its result event goes out, a moment after it is final.
+    /// At least one, not exactly: every Producer sends (and counts) the result events still owed in the database, so a
+    /// job an earlier test's Producer left owed may be counted too.
+    /// </summary>
+    public static async Task<string> ScrapeOnceAJobIsCountedAsync(this HttpClient client, int seconds)
+    {
+        var scraped = "";
+        for (var i = 0; i < seconds * 10 && !JobCounted.IsMatch(scraped); i++)
+        {
+            await Task.Delay(100);
+            scraped = await client.GetStringAsync("/metrics");
+        }
+
+        return scraped;
+    }
+
+    /// <summary>The latency histogram has counted at least one finished job.</summary>
+    public static readonly System.Text.RegularExpressions.Regex JobCounted = new(@"llmserving_job_latency_seconds_count\{stage=""total""\} [1-9]");
 }
