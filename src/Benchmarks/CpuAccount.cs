@@ -8,13 +8,13 @@ namespace LlmServing.Benchmarks;
 /// backends that ended during the step) and RabbitMQ (<c>beam.smp</c>). With it a step's cost per job can be split
 /// between the servers and our code, and the best rate the servers alone would allow can be computed.
 /// </summary>
-public sealed record CpuSample(double Self, double Postgres, double RabbitMq, double Total)
+public sealed record CpuSample(double Self, double Postgres, double RabbitMq)
 {
-    private static readonly double TicksPerSecond = 100; // USER_HZ on Linux
+    private const double TicksPerSecond = 100; // USER_HZ on Linux
 
     public static CpuSample Take()
     {
-        double postgres = 0, rabbit = 0, total = 0;
+        double postgres = 0, rabbit = 0;
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
             if (!int.TryParse(Path.GetFileName(dir), out _))
@@ -42,7 +42,6 @@ public sealed record CpuSample(double Self, double Postgres, double RabbitMq, do
             var fields = stat[(close + 2)..].Split(' ');
             var own = (double.Parse(fields[11]) + double.Parse(fields[12])) / TicksPerSecond;
             var reaped = (double.Parse(fields[13]) + double.Parse(fields[14])) / TicksPerSecond;
-            total += own;
             if (comm == "postgres")
             {
                 // Backends that exited are added to their parent (the postmaster) when reaped.
@@ -54,11 +53,11 @@ public sealed record CpuSample(double Self, double Postgres, double RabbitMq, do
             }
         }
 
-        return new CpuSample(Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds, postgres, rabbit, total);
+        return new CpuSample(Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds, postgres, rabbit);
     }
 
     public static CpuSample operator -(CpuSample after, CpuSample before) =>
-        new(after.Self - before.Self, after.Postgres - before.Postgres, after.RabbitMq - before.RabbitMq, after.Total - before.Total);
+        new(after.Self - before.Self, after.Postgres - before.Postgres, after.RabbitMq - before.RabbitMq);
 
     /// <summary>Milliseconds of CPU per job: this process, PostgreSQL, RabbitMQ.</summary>
     public (double Self, double Postgres, double RabbitMq) PerJobMs(int jobs) =>

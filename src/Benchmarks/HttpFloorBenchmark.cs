@@ -9,11 +9,11 @@ namespace LlmServing.Benchmarks;
 /// <summary>
 /// The floor of the submit path's HTTP part on this machine: the plumbing benchmark's own load client (same body, 32
 /// concurrent submitters, JSON in and out) against a Kestrel endpoint that reads the body and answers an id, with no
-/// database, broker or validation. Its CPU per request is a cost every job of the real path pays too.
+/// database, broker or validation. Its CPU per request (this process: client and server) is a cost every job of the real path pays too.
 /// </summary>
 public static class HttpFloorBenchmark
 {
-    public static async Task<(double RequestsPerSecond, CpuSample Cpu)> RunAsync(int requests, int concurrency = 32)
+    public static async Task<(double RequestsPerSecond, double CpuMsPerRequest)> RunAsync(int requests, int concurrency = 32)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -44,6 +44,6 @@ public static class HttpFloorBenchmark
         clock.Stop();
         var cpu = CpuSample.Take() - before;
         await app.StopAsync();
-        return (requests / clock.Elapsed.TotalSeconds, cpu);
+        return (requests / clock.Elapsed.TotalSeconds, cpu.PerJobMs(requests).Self);
     }
 }

@@ -166,10 +166,10 @@ if (!skip.Contains("plumbing"))
     raw = await RawPlumbingBenchmark.JobsPerSecondAsync(services, plumbingJobs, 32);
     var rawCpu = CpuSample.Take() - rawBefore;
     Console.WriteLine($"plumbing raw limit : {raw,8:F0} jobs/s (Npgsql + RabbitMQ.Client, confirms)");
-    var (httpRate, httpCpu) = await HttpFloorBenchmark.RunAsync(plumbingJobs * 3);
-    Console.WriteLine($"plumbing http floor: {httpRate,8:F0} requests/s, {httpCpu.Self * 1000 / (plumbingJobs * 3):F3} ms CPU per request (empty endpoint, same client)");
+    report.HttpFloor = await HttpFloorBenchmark.RunAsync(plumbingJobs * 3);
+    Console.WriteLine($"plumbing http floor: {report.HttpFloor.Value.RequestsPerSecond,8:F0} requests/s, " +
+                      $"{report.HttpFloor.Value.CpuMsPerRequest:F3} ms CPU per request (empty endpoint, same client)");
     report.PlumbingCpu = (plumbingCpu!, plumbingJobs, rawCpu, plumbingJobs);
-    report.HttpFloor = (httpRate, httpCpu.Self * 1000 / (plumbingJobs * 3));
     foreach (var (name, spent) in new[] { ("end to end", plumbingCpu!), ("raw", rawCpu) })
     {
         var (self, pg, mq) = spent.PerJobMs(plumbingJobs);

@@ -18,9 +18,6 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
 
     public static readonly JsonSerializerOptions MessageJson = new(JsonSerializerDefaults.Web);
 
-    /// <summary>The send endpoint of each job queue, resolved once (MassTransit caches them too, behind a new address each call).</summary>
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Task<ISendEndpoint>> _endpoints = new();
-
     /// <summary>
     /// Returns true when the broker confirmed the message. <paramref name="message"/>: the job's message when the caller
     /// has it (a new submission), instead of reading it back from the stored request.
@@ -44,7 +41,7 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
         timeout.CancelAfter(options.Value.PublishTimeout);
         try
         {
-            var endpoint = await EndpointAsync(job.Queue ?? options.Value.JobQueue);
+            var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{job.Queue ?? options.Value.JobQueue}"));
             await endpoint.Send(message, context => context.MessageId = job.Id, timeout.Token);
         }
         catch (Exception e) when (!ct.IsCancellationRequested)
@@ -64,20 +61,6 @@ public sealed class JobPublisher(IBus bus, JobStore jobs, IOptions<ProducerOptio
         }
 
         return true;
-    }
-
-    private async Task<ISendEndpoint> EndpointAsync(string queue)
-    {
-        var pending = _endpoints.GetOrAdd(queue, static (name, b) => b.GetSendEndpoint(new Uri($"queue:{name}")), bus);
-        try
-        {
-            return await pending;
-        }
-        catch
-        {
-            _endpoints.TryRemove(new KeyValuePair<string, Task<ISendEndpoint>>(queue, pending)); // not kept: the next call asks again
-            throw;
-        }
     }
 
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();

@@ -130,7 +130,7 @@ public sealed class JobSubmitter(
         {
             // The job is durable now; if the broker is unreachable the sweep publishes it later.
             var publishing = System.Diagnostics.Stopwatch.GetTimestamp();
-            if (await publisher.TryPublishAsync(stored, ct, stored.Id == job.Id ? message : null))
+            if (await publisher.TryPublishAsync(stored, ct, message))
             {
                 stored.QueuedAt = DateTimeOffset.UtcNow;
             }
