@@ -22,7 +22,7 @@ public sealed class SchedulerHost : IAsyncDisposable
         var wrapped = Options.Create(options);
         var model = new LlamaModel(wrapped, NullLoggerFactory.Instance, NullLogger<LlamaModel>.Instance);
         await model.StartAsync(CancellationToken.None);
-        var scheduler = new BatchScheduler(model, wrapped, [], [], NullLogger<BatchScheduler>.Instance);
+        var scheduler = new BatchScheduler(model, wrapped, [], [], [], NullLogger<BatchScheduler>.Instance);
         await scheduler.StartAsync(CancellationToken.None);
         return new SchedulerHost(model, scheduler);
     }

@@ -11,7 +11,7 @@ namespace LlmServing.GpuWorker.Inference;
 /// A request holding a sequence slot: its conversation in the executor (its KV cells), its sampler, the text so far
 /// and its KV reservation. One per running request; disposed when it ends, which frees its cells at once.
 /// </summary>
-internal sealed class ActiveSequence : IDisposable
+internal sealed class ActiveSequence : IDisposable, IRunningSequence
 {
     private readonly long _started = Stopwatch.GetTimestamp();
     private readonly StreamingTokenDecoder _decoder;
@@ -30,6 +30,10 @@ internal sealed class ActiveSequence : IDisposable
     }
 
     public PendingRequest Pending { get; }
+
+    public GenerationRequest Request => Pending.Request;
+
+    public bool Stopping => Pending.CancelRequested || Pending.IsAbandoned;
 
     public Conversation Conversation { get; }
 

@@ -16,12 +16,14 @@ public sealed class BatchScheduler(
     LlamaModel model,
     IOptions<InferenceOptions> options,
     IEnumerable<IDecodeResultFilter> decodeFilters,
+    IEnumerable<IDecodeStepHook> stepHooks,
     IEnumerable<IProgressSink> progressSinks,
     ILogger<BatchScheduler> logger) : BackgroundService, IGenerator, ISchedulerState
 {
     private readonly AdmissionQueue _queue = new();
     private readonly InferenceOptions _options = options.Value;
     private readonly IDecodeResultFilter[] _decodeFilters = [.. decodeFilters];
+    private readonly IDecodeStepHook[] _stepHooks = [.. stepHooks];
     private readonly IProgressSink[] _progressSinks = [.. progressSinks];
     private long _lastProgress;
     private IReadOnlyCollection<int>? _grammarBans;
@@ -63,6 +65,11 @@ public sealed class BatchScheduler(
                 {
                     Counters.Idle();
                     await _queue.WaitAsync(stoppingToken);
+                    continue;
+                }
+
+                if (!await StepAllowedAsync(active, stoppingToken))
+                {
                     continue;
                 }
 
@@ -190,6 +197,17 @@ public sealed class BatchScheduler(
 
             Counters.Reserved(Reserved(active));
         }
+    }
+
+    private async ValueTask<bool> StepAllowedAsync(List<ActiveSequence> active, CancellationToken ct)
+    {
+        var allowed = true;
+        foreach (var hook in _stepHooks)
+        {
+            allowed &= await hook.BeforeStepAsync(active, ct);
+        }
+
+        return allowed;
     }
 
     private async Task<DecodeResult> InferAsync(BatchedExecutor executor, CancellationToken ct)

@@ -82,6 +82,29 @@ public interface IDecodeResultFilter
     LLama.Native.DecodeResult Filter(LLama.Native.DecodeResult result);
 }
 
+/// <summary>
+/// Runs before each decode step with the sequences it will decode, and may delay the step. Production registers none;
+/// tests register a pacer that holds a job in the engine until they have acted on it, or slows every step to a set
+/// rate, so that "while it runs" is a fact the test controls rather than a guess at the machine's speed.
+/// </summary>
+public interface IDecodeStepHook
+{
+    /// <summary>True to decode now; false to hold the step (the loop admits waiting requests, then asks again).</summary>
+    ValueTask<bool> BeforeStepAsync(IReadOnlyList<IRunningSequence> sequences, CancellationToken ct);
+}
+
+/// <summary>A sequence in the engine, as a <see cref="IDecodeStepHook"/> sees it (read live, not a snapshot).</summary>
+public interface IRunningSequence
+{
+    GenerationRequest Request { get; }
+
+    /// <summary>Tokens sampled so far.</summary>
+    int Generated { get; }
+
+    /// <summary>A cancel was requested, or its consumer gave up on it: it ends at the next step.</summary>
+    bool Stopping { get; }
+}
+
 /// <summary>Counters of the batch scheduler, for tests, logs and metrics.</summary>
 public sealed class SchedulerCounters
 {
