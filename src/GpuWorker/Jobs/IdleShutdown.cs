@@ -50,7 +50,12 @@ public sealed class ConsumeActivity
     private int _inFlight;
     private long _lastBusyTicks = DateTimeOffset.UtcNow.UtcTicks;
 
+    private long _handled;
+
     public int InFlight => Volatile.Read(ref _inFlight);
+
+    /// <summary>Messages done with (acknowledged, faulted or sent back) since the worker started.</summary>
+    public long Handled => Interlocked.Read(ref _handled);
 
     public DateTimeOffset LastBusyAt => InFlight > 0 ? DateTimeOffset.UtcNow : new DateTimeOffset(Interlocked.Read(ref _lastBusyTicks), TimeSpan.Zero);
 
@@ -72,6 +77,7 @@ public sealed class ConsumeActivity
             if (Interlocked.Exchange(ref _done, 1) == 0)
             {
                 activity.Touch(); // before the count drops, so that an idle check never sees 0 with an old time
+                Interlocked.Increment(ref activity._handled);
                 Interlocked.Decrement(ref activity._inFlight);
             }
         }

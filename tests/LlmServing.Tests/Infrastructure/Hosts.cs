@@ -2,6 +2,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using LlmServing.GpuWorker;
 using LlmServing.GpuWorker.Inference;
+using LlmServing.GpuWorker.Jobs;
 using LlmServing.Producer;
 using LlmServing.Producer.Jobs;
 using LlmServing.Producer.Messaging;
@@ -87,6 +88,9 @@ public sealed class WorkerInstance : IAsyncDisposable
     private WorkerInstance(IHost host) => _host = host;
 
     public BatchScheduler Scheduler => _host.Services.GetRequiredService<BatchScheduler>();
+
+    /// <summary>The messages it received and is done with (see <see cref="ConsumeActivity.Handled"/>).</summary>
+    public ConsumeActivity Activity => _host.Services.GetRequiredService<ConsumeActivity>();
 
     /// <param name="queue">The job queue (and, with "-batch", the batch queue) it consumes.</param>
     /// <param name="settings">Configuration over the test defaults.</param>
