@@ -20,6 +20,7 @@ public sealed class ConsoleTests
     private readonly string _queue = $"llm-jobs-test-{TestServices.RunId}-console";
     private ProducerInstance _producer = null!;
     private WorkerInstance _worker = null!;
+    private readonly EnginePacer _pacer = new();
     private ConsoleBrowser _browser = null!;
     private HttpClient _admin = null!;
     private Uri Base => _producer.Client.BaseAddress!;
@@ -28,7 +29,7 @@ public sealed class ConsoleTests
     public async Task StartAsync()
     {
         _producer = await ProducerInstance.StartAsync(_queue, Settings());
-        _worker = await WorkerInstance.StartAsync(_queue, new Dictionary<string, string?> { ["Inference:Slots"] = "2" });
+        _worker = await WorkerInstance.StartAsync(_queue, new Dictionary<string, string?> { ["Inference:Slots"] = "2" }, _pacer.Register);
         _browser = await ConsoleBrowser.LaunchAsync();
         _admin = TenantClients.WithKey(Base, AdminKey);
     }
@@ -181,8 +182,10 @@ public sealed class ConsoleTests
     public async Task ShouldCancelARunningJob_FromItsPage()
     {
         var tenant = await _admin.TenantAsync($"console-cancel-{TestServices.RunId}");
+        // Held in the engine after a few tokens until the cancel reaches it: running for as long as the page needs.
+        using var hold = _pacer.HoldWhen("Cancel me from the console", afterTokens: 4);
         var job = await tenant.SubmitAsync(new { prompt = "Cancel me from the console", max_tokens = 3500, ignore_eos = true });
-        await tenant.WaitForStatusAsync(job.Id, JobStatuses.Running);
+        await hold.WaitReachedAsync();
         var page = await _browser.SignInAsync(Base, Key(tenant));
         await page.GotoAsync($"/console/jobs/{job.Id}");
         await Expect(page.Locator("#job-status [data-status]")).ToHaveAttributeAsync("data-status", JobStatuses.Running);
@@ -201,6 +204,9 @@ public sealed class ConsoleTests
     {
         var tenant = await _admin.TenantAsync($"console-batch-{TestServices.RunId}");
         var lines = Enumerable.Range(0, 8).Select(i => BatchApi.ChatLine($"line-{i}", $"Progress {i}", maxTokens: 300));
+        // With two slots, the fifth line to start means three have ended: the engine holds there until the page has
+        // shown a value between 0 and 100, so the bar is seen mid-way however fast the lines run.
+        using var hold = _pacer.HoldWhen("Progress ", afterJobs: 5);
         var fileId = await tenant.UploadAsync(string.Join("\n", lines) + "\n");
         var page = await _browser.SignInAsync(Base, Key(tenant));
         var batch = await tenant.CreateBatchAsync(fileId);
@@ -218,6 +224,10 @@ public sealed class ConsoleTests
             if (int.TryParse(await bar.GetAttributeAsync("aria-valuenow"), out var value))
             {
                 seen.Add(value);
+                if (value is > 0 and < 100)
+                {
+                    hold.Release();
+                }
             }
 
             if (status == "completed")

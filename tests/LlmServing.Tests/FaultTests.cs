@@ -29,7 +29,8 @@ public sealed class FaultTests
             // The job is failed in PostgreSQL before MassTransit moves the message (declaring the error queue on its
             // first fault): wait for it, then check that only that one is there.
             await Eventually.WaitUntilAsync(async () => await Broker.ErrorCountAsync(queue) >= 1, 15);
-            await Task.Delay(500);
+            // Both messages are done with (the healthy one acknowledged, the poison one moved): nothing else can arrive.
+            await Eventually.WaitUntilAsync(() => worker.Activity.Handled >= 2);
             Assert.That(await Broker.ErrorCountAsync(queue), Is.EqualTo(1), "the poison message is kept in the error queue");
         }
         finally
@@ -56,7 +57,7 @@ public sealed class FaultTests
             await Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
                 .GetRequiredService<LlmServing.Producer.Jobs.JobPublisher>(services).TryPublishAsync(row!, CancellationToken.None);
             var done = await producer.Client.WaitForFinalAsync(accepted.Id);
-            await Task.Delay(500);
+            await Eventually.WaitUntilAsync(() => worker.Activity.Handled >= 2); // the original and the duplicate
 
             Assert.That(done.Status, Is.EqualTo(JobStatuses.Succeeded));
             Assert.That(done.Attempts, Is.EqualTo(1));
@@ -126,7 +127,9 @@ public sealed class FaultTests
             var job = await producer.Client.SubmitAsync(new { prompt = "Interrupted story", max_tokens = 3500, ignore_eos = true });
             var running = await producer.Client.WaitForStatusAsync(job.Id, JobStatuses.Running, TimeSpan.FromSeconds(60));
             Assert.That(running.Status, Is.EqualTo(JobStatuses.Running));
-            await Task.Delay(500);
+            // A separate process cannot be paced: wait until its row shows generated tokens (mid-generation, a fact
+            // the worker wrote), far from the 3500 it would need to finish.
+            await Eventually.WaitUntilAsync(async () => await PartialTokensAsync(job.Id) > 0, 60);
             await doomed.KillAsync(); // SIGKILL: no drain, no goodbye
             Assert.That((await producer.Client.GetJobAsync(job.Id)).Status, Is.EqualTo(JobStatuses.Running));
 
@@ -142,5 +145,13 @@ public sealed class FaultTests
         {
             await Broker.DeleteAsync(queue);
         }
+    }
+
+    private static async Task<int> PartialTokensAsync(Guid id)
+    {
+        await using var db = await TestDatabase.OpenAsync();
+        await using var command = db.CreateCommand();
+        command.CommandText = $"SELECT coalesce(partial_tokens, 0) FROM jobs WHERE id = '{id}'";
+        return Convert.ToInt32(await command.ExecuteScalarAsync());
     }
 }

@@ -14,6 +14,7 @@ public sealed class JobLifecycleTests
     private readonly string _queue = $"llm-jobs-test-{TestServices.RunId}-lifecycle";
     private ProducerInstance _producer = null!;
     private WorkerInstance _worker = null!;
+    private readonly EnginePacer _pacer = new();
 
     private HttpClient Api => _producer.Client;
 
@@ -22,7 +23,7 @@ public sealed class JobLifecycleTests
     {
         _producer = await ProducerInstance.StartAsync(_queue);
         await _producer.QueueDeclared.WaitAsync(TimeSpan.FromSeconds(30));
-        _worker = await WorkerInstance.StartAsync(_queue);
+        _worker = await WorkerInstance.StartAsync(_queue, services: _pacer.Register);
     }
 
     [OneTimeTearDown]
@@ -130,8 +131,13 @@ public sealed class JobLifecycleTests
     public async Task ShouldRunJobsInSharedDecodeSteps_When32JobsAreSubmittedAtOnce()
     {
         var before = (_worker.Scheduler.Counters.DecodeSteps, _worker.Scheduler.Counters.TokensGenerated);
+        // The first to arrive wait in the engine until every slot is taken, so however fast the machine runs a job,
+        // the steps are shared from the start; then the rest join as slots free up.
+        var hold = _pacer.HoldWhen("asks a question");
         var accepted = await Task.WhenAll(Enumerable.Range(0, 32).Select(i =>
             Api.SubmitAsync(new { prompt = $"Job number {i} asks a question", max_tokens = 40, seed = (uint)i })));
+        await _pacer.WaitForStepAsync(EnginePacer.Containing("asks a question"), count: 8);
+        hold.Release();
 
         var jobs = await Task.WhenAll(accepted.Select(a => Api.WaitForFinalAsync(a.Id, TimeSpan.FromMinutes(3))));
 

@@ -224,8 +224,11 @@ public sealed class RecoveryTests
                 ["Producer:JobLease"] = "00:00:03",
                 ["Producer:ReaperInterval"] = "00:00:00.100",
             });
-            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Worker:JobLease"] = "00:00:03" });
-            var job = await producer.Client.SubmitAsync(new { prompt = "A long one", max_tokens = 3500, ignore_eos = true });
+            var pacer = new EnginePacer();
+            await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Worker:JobLease"] = "00:00:03" }, pacer.Register);
+            // 500 steps of at least 10 ms: the job runs for 5 s or more, longer than its 3 s lease, on any machine.
+            using var slow = pacer.Slow("A long one", TimeSpan.FromMilliseconds(10));
+            var job = await producer.Client.SubmitAsync(new { prompt = "A long one", max_tokens = 500, ignore_eos = true });
 
             var done = await producer.Client.WaitForFinalAsync(job.Id, TimeSpan.FromMinutes(2));
 
@@ -277,20 +280,25 @@ public sealed class RecoveryTests
             // The busy job is far longer than the test needs; it is cancelled once the lines have been looked at.
             await using var producer = await ProducerInstance.StartAsync(queue, new Dictionary<string, string?> { ["Producer:ContextSize"] = "16384" });
             // Lines waiting longer than a second go back to the end of the queue, again and again, still unclaimed.
+            var pacer = new EnginePacer();
             await using var worker = await WorkerInstance.StartAsync(queue, new Dictionary<string, string?>
             {
                 ["Inference:Slots"] = "1",
                 ["Inference:ContextSize"] = "16384",
                 ["Worker:MaxSlotWait"] = "00:00:01",
-            });
+            }, pacer.Register);
+            // Held in the engine until it is cancelled: the only slot stays taken for as long as the test looks.
+            using var hold = pacer.HoldWhen("Hold the only slot");
             var busy = await producer.Client.SubmitAsync(new { prompt = "Hold the only slot", max_tokens = 16000, ignore_eos = true });
-            await producer.Client.WaitForStatusAsync(busy.Id, JobStatuses.Running);
+            await hold.WaitReachedAsync();
+            var handledBefore = worker.Activity.Handled;
             var batch = await producer.Client.CreateBatchAsync(await producer.Client.UploadAsync(
                 string.Join("\n", Enumerable.Range(0, 3).Select(i => BatchApi.ChatLine($"w{i}", "wait", maxTokens: 2)))));
             var batchId = batch.Str("id")!;
             await using var db = await TestDatabase.OpenAsync();
             await Eventually.WaitUntilAsync(async () => await db.ScalarAsync($"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND queued_at IS NOT NULL") == 3);
-            await Task.Delay(2500); // the worker has prefetched lines, and sent some back, by now
+            // The worker has prefetched the lines and sent each back at least once (each waited past MaxSlotWait).
+            await Eventually.WaitUntilAsync(() => worker.Activity.Handled >= handledBefore + 3);
 
             var claimed = await db.ScalarAsync($"SELECT count(*) FROM jobs WHERE batch_id = '{batchId}' AND (status <> 'queued' OR attempts > 0)");
             Assert.That((await producer.Client.GetJobAsync(busy.Id)).Status, Is.EqualTo(JobStatuses.Running), "the slot is still taken");

@@ -30,14 +30,16 @@ public sealed class EnginePacer : IDecodeStepHook
     /// <paramref name="afterTokens"/> tokens, until <see cref="Hold.Release"/> or until that request is cancelled
     /// (so a cancel sent while it is held ends it at the next step, as it would mid-generation).
     /// </summary>
-    public Hold HoldWhen(Func<GenerationRequest, bool> match, int afterTokens = 0)
+    /// <param name="afterJobs">Holds only once this many distinct matching jobs have entered the engine (with two slots,
+    /// the fifth to enter means at least three have ended).</param>
+    public Hold HoldWhen(Func<GenerationRequest, bool> match, int afterTokens = 0, int afterJobs = 1)
     {
-        var hold = new Hold(this, match, afterTokens);
+        var hold = new Hold(this, match, afterTokens, afterJobs);
         _holds[hold] = 0;
         return hold;
     }
 
-    public Hold HoldWhen(string marker, int afterTokens = 0) => HoldWhen(Containing(marker), afterTokens);
+    public Hold HoldWhen(string marker, int afterTokens = 0, int afterJobs = 1) => HoldWhen(Containing(marker), afterTokens, afterJobs);
 
     /// <summary>While a request matching <paramref name="match"/> runs, every decode step takes at least <paramref name="step"/>.</summary>
     public IDisposable Slow(Func<GenerationRequest, bool> match, TimeSpan step)
@@ -114,6 +116,19 @@ public sealed class EnginePacer : IDecodeStepHook
         {
             foreach (var s in sequences)
             {
+                if (hold.Match(s.Request))
+                {
+                    hold.Jobs.Add(s.Request.JobId);
+                }
+            }
+
+            if (hold.Jobs.Count < hold.AfterJobs)
+            {
+                continue;
+            }
+
+            foreach (var s in sequences)
+            {
                 if (hold.Match(s.Request) && s.Generated >= hold.AfterTokens)
                 {
                     hold.Reach(s.Request.JobId);
@@ -131,12 +146,18 @@ public sealed class EnginePacer : IDecodeStepHook
         private readonly EnginePacer _pacer;
         private readonly TaskCompletionSource<Guid> _reached = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        internal Hold(EnginePacer pacer, Func<GenerationRequest, bool> match, int afterTokens)
+        internal Hold(EnginePacer pacer, Func<GenerationRequest, bool> match, int afterTokens, int afterJobs)
         {
             _pacer = pacer;
             Match = match;
             AfterTokens = afterTokens;
+            AfterJobs = afterJobs;
         }
+
+        internal int AfterJobs { get; }
+
+        /// <summary>Distinct matching jobs seen in the engine (touched by the scheduler loop only).</summary>
+        internal HashSet<Guid> Jobs { get; } = [];
 
         internal Func<GenerationRequest, bool> Match { get; }
 
