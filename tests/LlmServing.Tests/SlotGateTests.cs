@@ -61,4 +61,55 @@ public sealed class SlotGateTests
         Assert.That(first.IsCompletedSuccessfully, Is.True);
         Assert.That(queuedInteractive.IsCompleted, Is.False);
     }
+
+    [Test]
+    public async Task ShouldCountPlacesInSequences_WhenAJobAsksForSeveralChoices()
+    {
+        // Four slots: a job with n = 3 takes three. Counted in messages, a job with n = 2 would be let in (and claimed,
+        // its lease ticking) while the scheduler has one slot for it.
+        var gate = new SlotGate(4);
+        var three = await gate.EnterAsync(interactive: true, 3, CancellationToken.None);
+        var two = gate.EnterAsync(interactive: true, 2, CancellationToken.None);
+        var one = gate.EnterAsync(interactive: true, 1, CancellationToken.None);
+
+        Assert.That(gate.Free, Is.EqualTo(1));
+        Assert.That(two.IsCompleted, Is.False, "two choices do not fit the one free slot");
+        Assert.That(one.IsCompleted, Is.False, "no overtaking a request that waits for more places");
+
+        three.Dispose();
+
+        Assert.That(two.IsCompletedSuccessfully && one.IsCompletedSuccessfully, Is.True);
+        Assert.That(gate.Free, Is.EqualTo(1));
+        (await two).Dispose();
+        (await one).Dispose();
+        Assert.That(gate.Free, Is.EqualTo(4));
+    }
+
+    [Test]
+    public async Task ShouldLetTheNextIn_WhenTheRequestHoldingTheLineIsCancelled()
+    {
+        var gate = new SlotGate(2);
+        var held = await gate.EnterAsync(interactive: false, 1, CancellationToken.None);
+        using var cts = new CancellationTokenSource();
+        var big = gate.EnterAsync(interactive: false, 2, cts.Token);
+        var small = gate.EnterAsync(interactive: false, 1, CancellationToken.None);
+        Assert.That(small.IsCompleted, Is.False);
+
+        await cts.CancelAsync();
+
+        Assert.That(small.IsCompletedSuccessfully, Is.True, "the free slot goes to the next in line");
+        Assert.That(async () => await big, Throws.InstanceOf<OperationCanceledException>());
+        held.Dispose();
+        (await small).Dispose();
+        Assert.That(gate.Free, Is.EqualTo(2));
+    }
+
+    [Test]
+    public async Task ShouldTakeEveryPlace_WhenAJobAsksForMoreChoicesThanTheWorkerHasSlots()
+    {
+        var gate = new SlotGate(2);
+        using var all = await gate.EnterAsync(interactive: true, 5, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(1));
+
+        Assert.That(gate.Free, Is.Zero, "let in (the scheduler refuses it with its reason), not left waiting forever");
+    }
 }

@@ -35,7 +35,7 @@ public sealed class GenerateCompletionConsumer(
             wait.CancelAfter(worker.Value.MaxSlotWait);
             try
             {
-                place = await slots.EnterAsync(interactive: message.BatchId is null, wait.Token);
+                place = await slots.EnterAsync(interactive: message.BatchId is null, Math.Max(1, message.Parameters.N), wait.Token);
             }
             catch (OperationCanceledException) when (!ct.IsCancellationRequested)
             {
