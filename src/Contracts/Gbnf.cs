@@ -15,6 +15,15 @@ public static class Gbnf
 
     private const int MaxRepetition = 2000; // llama.cpp's MAX_REPETITION_THRESHOLD
 
+    /// <summary>Deepest nesting of parenthesised groups accepted (llama.cpp's parser recurses once per level).</summary>
+    public const int MaxNesting = 100;
+
+    /// <summary>
+    /// Longest chain of rules that each start with the next (<c>a ::= b ...</c>, <c>b ::= c ...</c>): llama.cpp walks
+    /// such chains recursively when it checks and advances a grammar, so a longer one could exhaust a worker's stack.
+    /// </summary>
+    public const int MaxLeftChain = 1000;
+
     /// <summary>Null when the grammar is valid with start rule <c>root</c>; otherwise why not.</summary>
     public static string? Check(string grammar)
     {
@@ -52,6 +61,7 @@ public static class Gbnf
         private readonly Dictionary<int, List<Element>> _rules = [];
         private readonly HashSet<string> _defined = new(StringComparer.Ordinal);
         private int _pos;
+        private int _depth;
 
         public void Parse()
         {
@@ -214,7 +224,13 @@ public static class Gbnf
                     SkipSpace(newlines: true);
                     var before = _symbols.Count;
                     var sub = GenerateId(ruleName);
+                    if (++_depth > MaxNesting)
+                    {
+                        throw Error($"Groups are nested more than {MaxNesting} deep.", open);
+                    }
+
                     ParseAlternates(ruleName, sub, nested: true);
+                    _depth--;
                     previousRules = Math.Max(1, _symbols.Count - before);
                     lastStart = rule.Count;
                     rule.Add(new Element(Kind.Ref, sub));
@@ -358,8 +374,10 @@ public static class Gbnf
             var done = new HashSet<int>();
             var mayBeEmpty = new HashSet<int>();
             var names = _symbols.ToDictionary(kv => kv.Value, kv => kv.Key);
+            var depth = 0;
             foreach (var id in _rules.Keys.Order())
             {
+                depth = 0;
                 if (Visit(id))
                 {
                     throw new GrammarException(
@@ -377,6 +395,12 @@ public static class Gbnf
                 if (done.Contains(id))
                 {
                     return false;
+                }
+
+                if (++depth > MaxLeftChain)
+                {
+                    throw new GrammarException(
+                        $"More than {MaxLeftChain} rules each start with the next (from '{BaseName(names, id)}'); llama.cpp walks such chains recursively.");
                 }
 
                 inProgress.Add(id);
@@ -405,7 +429,9 @@ public static class Gbnf
                 {
                     if (e.Kind == Kind.Ref && leftmost)
                     {
-                        if (Visit(e.Value))
+                        var found = Visit(e.Value);
+                        depth--;
+                        if (found)
                         {
                             return true;
                         }

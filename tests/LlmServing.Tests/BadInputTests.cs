@@ -57,6 +57,8 @@ public sealed class BadInputTests
         yield return Case("ASchemaUsesAnUnsupportedKeyword", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}}""", 422, "response_format", "keyword 'pattern' is not supported");
         yield return Case("ASchemaHasNoName", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string"}}}}""", 422, "response_format", "json_schema.name");
         yield return Case("IgnoreEosMeetsAJsonFormat", """{"prompt": "a", "ignore_eos": true, "response_format": {"type": "json_object"}}""", 422, "ignore_eos", "must be able to end");
+        yield return Case("AGrammarNests15000GroupsDeep", $$"""{"prompt": "a", "grammar": "root ::= {{new string('(', 15_000)}}\"a\"{{new string(')', 15_000)}}"}""", 422, "grammar", "nested more than 100 deep");
+        yield return Case("ASchemaStringIsLongerThanLlamaCppRepeats", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "minLength": 2500}}}}""", 422, "response_format", "'minLength' can be at most 1999");
         yield return Case("AGrammarDoesNotParse", """{"prompt": "a", "grammar": "root ::= (\"x\""}""", 422, "grammar", "group is not closed (line 1, column 10)");
         yield return Case("AGrammarIsLeftRecursive", """{"prompt": "a", "grammar": "root ::= root \"x\" | \"y\""}""", 422, "grammar", "'root' is left-recursive");
         yield return Case("AGrammarMeetsAJsonFormat", """{"prompt": "a", "grammar": "root ::= \"x\"", "response_format": {"type": "json_object"}}""", 422, "grammar", "not both");

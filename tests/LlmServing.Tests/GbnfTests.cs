@@ -62,4 +62,31 @@ public sealed class GbnfTests
         Assert.That(Gbnf.Check(LlmServing.Producer.Jobs.JsonGrammar.ForSchema(schema)), Is.Null);
         Assert.That(Gbnf.Check(LlmServing.Producer.Jobs.JsonGrammar.ForAnyObject()), Is.Null);
     }
+
+    [Test]
+    public void ShouldRefuseWithTheNestingLimit_WhenGroupsNest150TimesDeeperThanAllowed()
+    {
+        // 15,000 nested groups (30 KB): a recursive parser without a limit overflowed the Producer's stack and killed it.
+        var grammar = "root ::= " + new string('(', 15_000) + "\"a\"" + new string(')', 15_000);
+
+        Assert.That(Gbnf.Check(grammar), Does.Contain($"nested more than {Gbnf.MaxNesting} deep"));
+        Assert.That(Gbnf.Check("root ::= " + new string('(', Gbnf.MaxNesting) + "\"a\"" + new string(')', Gbnf.MaxNesting)), Is.Null, "at the limit it is fine");
+    }
+
+    [Test]
+    public void ShouldRefuseWithTheChainLimit_WhenRulesStartWithTheNext3000Times()
+    {
+        var rules = Enumerable.Range(0, 3000).Select(i => $"r{i} ::= r{i + 1}").Prepend("root ::= r0").Append("r3000 ::= \"b\"");
+
+        Assert.That(Gbnf.Check(string.Join("\n", rules)), Does.Contain($"More than {Gbnf.MaxLeftChain} rules each start with the next"));
+    }
+
+    [Test]
+    public void ShouldAccept_WhenManyRulesReferToEachOtherOutsideTheirStart()
+    {
+        // A long chain that is not at the start of each rule is no recursion risk for llama.cpp: not refused.
+        var rules = Enumerable.Range(0, 3000).Select(i => $"r{i} ::= \"a\" r{i + 1}?").Prepend("root ::= r0").Append("r3000 ::= \"b\"");
+
+        Assert.That(Gbnf.Check(string.Join("\n", rules)), Is.Null);
+    }
 }

@@ -68,4 +68,29 @@ public sealed class JsonGrammarTests
     public void ShouldWriteConstantsAsModelsWriteThem_WhenTheyHoldNonAsciiText() =>
         Assert.That(JsonGrammar.JsonText(JsonDocument.Parse("""{"a": ["é\u4e2d\ud83d\ude42", 1.5, null], "b\"": "\n"}""").RootElement),
             Is.EqualTo("{\"a\":[\"é中🙂\",1.5,null],\"b\\\"\":\"\\n\"}"));
+
+    [TestCase(20_000)]
+    [TestCase(3_000)]
+    public void ShouldRefuseWithTheDepthLimit_WhenRefsChainThroughManyDefinitions(int definitions)
+    {
+        // 20,000 chained definitions overflowed the Producer's stack; 3,000 were accepted and failed at the worker.
+        var defs = string.Join(",", Enumerable.Range(0, definitions).Select(i => $"\"d{i}\": {{\"$ref\": \"#/$defs/d{i + 1}\"}}"));
+        var schema = $"{{\"$ref\": \"#/$defs/d0\", \"$defs\": {{{defs}, \"d{definitions}\": {{\"type\": \"string\"}}}}}}";
+
+        var error = Assert.Throws<UnsupportedSchemaException>(() => Grammar(schema));
+
+        Assert.That(error!.Keyword, Is.EqualTo("$ref"));
+        Assert.That(error.Message, Does.Contain("more than 64 levels deep"));
+    }
+
+    [TestCase("minLength", 2500)]
+    [TestCase("maxLength", 2001)]
+    [TestCase("maxLength", 10_000)]
+    public void ShouldRefuseAStringLengthAboveLlamaCppsRepetitionLimit(string keyword, int value)
+    {
+        var error = Assert.Throws<UnsupportedSchemaException>(() => Grammar($$"""{"type": "string", "{{keyword}}": {{value}}}"""));
+
+        Assert.That(error!.Keyword, Is.EqualTo(keyword));
+        Assert.That(error.Message, Does.Contain("at most 1999"));
+    }
 }

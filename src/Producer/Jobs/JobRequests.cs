@@ -169,9 +169,15 @@ internal static class JobRequestValidator
                 }
 
                 var grammar = JsonGrammar.ForSchema(schema);
-                return grammar.Length <= 64 * 1024
-                    ? grammar
-                    : throw new UnsupportedSchemaException("schema", "The schema is too large: its grammar exceeds 64 KiB.");
+                if (grammar.Length > Gbnf.MaxLength)
+                {
+                    throw new UnsupportedSchemaException("schema", "The schema is too large: its grammar exceeds 64 KiB.");
+                }
+
+                // Every limit the worker's check enforces (repetitions, rule chains) is enforced here, at submission.
+                return Gbnf.Check(grammar) is { } problem
+                    ? throw new UnsupportedSchemaException("schema", $"The schema's grammar cannot run: {problem}")
+                    : grammar;
             default:
                 throw new UnsupportedSchemaException("type", "'response_format.type' is \"text\", \"json_object\" or \"json_schema\".");
         }

@@ -136,19 +136,47 @@ public static class JsonGrammar
     private sealed class Builder(JsonElement document)
     {
         private const int MaxRules = 2000;
+
+        /// <summary>Deepest nesting of schemas (properties, items, unions and <c>$ref</c> chains) translated.</summary>
+        public const int MaxDepth = 64;
+
         private readonly Dictionary<string, string> _refs = new(StringComparer.Ordinal);
         private int _next;
+        private int _depth;
 
         public List<(string Name, string Body)> Rules { get; } = [];
 
         /// <summary>Returns a rule name (or an inline expression) that matches the schema.</summary>
         public string Rule(JsonElement schema, string? name = null)
         {
+            Enter("schema");
+            try
+            {
+                return RuleWithin(schema, name);
+            }
+            finally
+            {
+                _depth--;
+            }
+        }
+
+        /// <summary>One level deeper; refuses the schema past <see cref="MaxDepth"/> or <see cref="MaxRules"/>.</summary>
+        private void Enter(string keyword)
+        {
             if (Rules.Count > MaxRules)
             {
                 throw new UnsupportedSchemaException("schema", $"The schema is too large: more than {MaxRules} grammar rules.");
             }
 
+            if (++_depth > MaxDepth)
+            {
+                _depth--;
+                throw new UnsupportedSchemaException(keyword, $"The schema nests more than {MaxDepth} levels deep (through properties, items, anyOf/oneOf or '$ref').");
+            }
+        }
+
+        private string RuleWithin(JsonElement schema, string? name)
+        {
             if (schema.ValueKind == JsonValueKind.True)
             {
                 throw new UnsupportedSchemaException("true", "A schema of 'true' (anything) cannot be generated; give a type.");
@@ -301,6 +329,9 @@ public static class JsonGrammar
             return min == 0 ? $"\"[\" ({list})? \"]\"" : $"\"[\" {list} \"]\"";
         }
 
+        /// <summary>llama.cpp refuses a repetition of 2000 or more.</summary>
+        private const int MaxStringLength = 1999;
+
         private static string String(JsonElement schema)
         {
             var min = Count(schema, "minLength");
@@ -313,6 +344,14 @@ public static class JsonGrammar
             if (max < (min ?? 0))
             {
                 throw new UnsupportedSchemaException("maxLength", "'maxLength' is below 'minLength'.");
+            }
+
+            foreach (var (keyword, value) in new[] { ("minLength", min), ("maxLength", max) })
+            {
+                if (value > MaxStringLength)
+                {
+                    throw new UnsupportedSchemaException(keyword, $"'{keyword}' can be at most {MaxStringLength} (llama.cpp's repetition limit).");
+                }
             }
 
             return $"\"\\\"\" char{{{min ?? 0},{(max is { } m ? m.ToString(CultureInfo.InvariantCulture) : "")}}} \"\\\"\"";
@@ -339,8 +378,16 @@ public static class JsonGrammar
             _refs[reference] = name; // before the body: a definition may refer to itself
             Rules.Add((name, "")); // reserve the position
             var index = Rules.Count - 1;
-            var body = Body(target);
-            Rules[index] = (name, body);
+            Enter("$ref");
+            try
+            {
+                Rules[index] = (name, Body(target));
+            }
+            finally
+            {
+                _depth--;
+            }
+
             return name;
         }
 
