@@ -39,6 +39,61 @@ public sealed class AuditTests
         yield return Case("StopString", """{"prompt": "a", "stop": ["\u0000"]}""", "stop");
     }
 
+    private static IEnumerable<TestCaseData> SurrogateBodies()
+    {
+        // JSON escapes of a lone surrogate: System.Text.Json accepts them, PostgreSQL and UTF-8 cannot hold them (500 before).
+        TestCaseData Case(string name, string json, string field) => new TestCaseData(json, field).SetName($"ShouldReject422_WhenALoneSurrogateIsIn{name}");
+        yield return Case("Prompt", """{"prompt": "a\ud800b"}""", "prompt");
+        yield return Case("MessageContent", """{"messages": [{"role": "user", "content": "hi\udfff"}]}""", "messages[0].content");
+        yield return Case("StopString", """{"prompt": "a", "stop": ["\ud800"]}""", "stop");
+        yield return Case("ASchemaPropertyName", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"\ud800": {"type": "string"}}, "required": ["\ud800"]}}}}""", "response_format");
+        yield return Case("ASchemaEnum", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"enum": ["\ud800"]}}}}""", "response_format");
+        yield return Case("AWebhookUrl", """{"prompt": "a", "webhook_url": "http://127.0.0.1/\ud800"}""", "webhook_url");
+        yield return Case("AGrammar", """{"prompt": "a", "grammar": "root ::= \"\ud800\""}""", "grammar");
+    }
+
+    [TestCaseSource(nameof(SurrogateBodies))]
+    public async Task ShouldRejectALoneSurrogateInAJob(string json, string field)
+    {
+        using var response = await Api.PostAsync("/v1/jobs", new StringContent(json, Encoding.UTF8, "application/json"));
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.That((int)response.StatusCode, Is.EqualTo(422), text);
+        Assert.That(JsonNode.Parse(text)!["errors"]![field]![0]!.GetValue<string>(), Does.Contain("lone UTF-16 surrogate"));
+    }
+
+    [Test]
+    public async Task ShouldReject422_WhenABatchNamesAFileWithALoneSurrogate()
+    {
+        using var response = await Api.PostAsync("/v1/batches", new StringContent(
+            """{"input_file_id": "file-\ud800", "endpoint": "/v1/chat/completions", "completion_window": "24h"}""", Encoding.UTF8, "application/json"));
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.That((int)response.StatusCode, Is.EqualTo(422), text);
+        Assert.That(text, Does.Contain("'input_file_id' contains a lone UTF-16 surrogate"));
+    }
+
+    [TestCase("/v1/jobs?created_after=99999999999999")]
+    [TestCase("/v1/jobs?created_before=-99999999999999")]
+    [TestCase("/v1/usage?end_date=9999-12-31")]
+    [TestCase("/v1/usage?start_date=0001-01-01&end_date=0001-01-05")]
+    public async Task ShouldReject400_WhenAQueryValueIsOutOfRange(string path)
+    {
+        using var response = await Api.GetAsync(path);
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.That((int)response.StatusCode, Is.EqualTo(400), text);
+        Assert.That(JsonNode.Parse(text)!["detail"]!.GetValue<string>(), Is.Not.Empty);
+    }
+
+    [Test]
+    public async Task ShouldAnswerUsageForTheLastValidDays_WhenTheRangeEndsAtTheLimit()
+    {
+        using var response = await Api.GetAsync("/v1/usage?start_date=9999-12-01&end_date=9999-12-30");
+
+        Assert.That((int)response.StatusCode, Is.EqualTo(200), await response.Content.ReadAsStringAsync());
+    }
+
     [TestCaseSource(nameof(NulBodies))]
     public async Task ShouldRejectNulInAJob(string json, string field)
     {

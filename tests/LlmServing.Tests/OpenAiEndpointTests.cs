@@ -212,6 +212,34 @@ public sealed class OpenAiEndpointTests
     }
 
     [Test]
+    public async Task ShouldAnswer400ContextLengthExceeded_WhenThePromptDoesNotFitTheWorkersContext()
+    {
+        // About 1,000 tokens: under the Producer's character bound for a context of 512, over the worker's context.
+        var prompt = string.Concat(Enumerable.Repeat("a ", 1000));
+        using var response = await _producer.Client.PostAsJsonAsync("/v1/completions", new { prompt, max_tokens = 8 });
+        var body = await response.Content.ReadFromJsonAsync<JsonNode>();
+
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), body?.ToJsonString());
+        Assert.That(body!["error"]!["code"]!.GetValue<string>(), Is.EqualTo("context_length_exceeded"));
+        Assert.That(body["error"]!["type"]!.GetValue<string>(), Is.EqualTo("invalid_request_error"));
+    }
+
+    [Test]
+    public async Task ShouldAnswer400_WhenALogitBiasTokenIsOutsideTheVocabulary()
+    {
+        using var response = await _producer.Client.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            messages = new[] { new { role = "user", content = "Tom had a red ball." } },
+            max_tokens = 4,
+            logit_bias = new Dictionary<string, int> { ["100000"] = 5 },
+        });
+        var body = await response.Content.ReadFromJsonAsync<JsonNode>();
+
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), body?.ToJsonString());
+        Assert.That(body!["error"]!["message"]!.GetValue<string>(), Does.Contain("outside this model's vocabulary"));
+    }
+
+    [Test]
     public async Task ShouldAnswer503WithRetryAfterAndCancelTheJob_WhenNoWorkerStartsItInTime()
     {
         var queue = $"llm-jobs-test-{TestServices.RunId}-openai-idle";

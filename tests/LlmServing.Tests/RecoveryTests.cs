@@ -326,6 +326,9 @@ public sealed class RecoveryTests
                         + """{"custom_id": "nul\u0000id", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}]}}""" + "\n"
                         + """{"custom_id": "nul-content", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x\u0000"}]}}""" + "\n"
                         + """{"custom_id": "timeout", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "queue_timeout_seconds": 5}}""" + "\n"
+                        // A lone surrogate escape: System.Text.Json reads it, PostgreSQL could not store it (the batch stayed
+                        // validating forever before).
+                        + """{"custom_id": "surrogate", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x\ud800"}]}}""" + "\n"
                         + BatchApi.ChatLine("last", "hello", maxTokens: 2) + "\n";
             var batch = await producer.Client.CreateBatchAsync(await producer.Client.UploadAsync(jsonl));
 
@@ -333,13 +336,14 @@ public sealed class RecoveryTests
 
             Assert.That(done.Str("status"), Is.EqualTo("completed"), done.ToJsonString());
             Assert.That(done.Int("request_counts.completed"), Is.EqualTo(2));
-            Assert.That(done.Int("request_counts.failed"), Is.EqualTo(3));
+            Assert.That(done.Int("request_counts.failed"), Is.EqualTo(4));
             var errors = await producer.Client.DownloadLinesAsync(done.Str("error_file_id"));
             Assert.That(errors.Select(e => e["error"]!.Str("message")), Is.EqualTo(new[]
             {
                 "Line 2 contains a NUL character (\\u0000), which cannot be stored; remove it.",
                 "Line 3 contains a NUL character (\\u0000), which cannot be stored; remove it.",
                 "Line 4: 'queue_timeout_seconds' is not supported in batch lines; a batch line waits for its batch's completion_window.",
+                "Line 5 contains a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text; remove it.",
             }));
         }
         finally

@@ -49,7 +49,7 @@ public sealed class BatchLineParser(string endpoint, string batchId, string tena
             // Checked before anything of the line is kept: neither the job row nor its custom_id could be stored.
             if (TextInput.HasNul(root))
             {
-                return new BatchLine(number, null, null, $"Line {number} " + TextInput.NulMessage);
+                return new BatchLine(number, null, null, $"Line {number} " + TextInput.Problem(root));
             }
 
             string? customId = root.TryGetProperty("custom_id", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : null;

@@ -93,6 +93,11 @@ public static class BatchesApi
                     return JsonTooLarge();
                 }
 
+                if (TextInput.FirstUnstorable(bytes) is var (field, problem))
+                {
+                    return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid character", $"'{field}' {problem}");
+                }
+
                 body = JsonNode.Parse(System.Text.Encoding.UTF8.GetString(bytes)) as JsonObject ?? throw new JsonException("The body must be a JSON object.");
             }
             catch (JsonException e)
@@ -133,7 +138,7 @@ public static class BatchesApi
 
                 if (m.Any(p => TextInput.HasNul(p.Key) || TextInput.HasNul(p.Value!.GetValue<string>())))
                 {
-                    return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid metadata", "'metadata' " + TextInput.NulMessage);
+                    return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid metadata", "'metadata' " + (m.Select(p => TextInput.Problem(p.Key) ?? TextInput.Problem(p.Value!.GetValue<string>())).First(p => p is not null)));
                 }
 
                 metadata = meta.ToJsonString();

@@ -245,7 +245,7 @@ internal static class JobRequestValidator
 
             if (TextInput.HasNul(r.Prompt))
             {
-                Error("prompt", "'prompt' " + TextInput.NulMessage);
+                Error("prompt", "'prompt' " + TextInput.Problem(r.Prompt));
             }
 
             promptChars = r.Prompt.Length;
@@ -281,7 +281,7 @@ internal static class JobRequestValidator
                 var text = content.GetString()!;
                 if (TextInput.HasNul(text))
                 {
-                    Error($"messages[{i}].content", "'content' " + TextInput.NulMessage);
+                    Error($"messages[{i}].content", "'content' " + TextInput.Problem(text));
                 }
 
                 promptChars += text.Length;
@@ -347,7 +347,7 @@ internal static class JobRequestValidator
 
         if (stop.Any(TextInput.HasNul))
         {
-            Error("stop", "A stop string " + TextInput.NulMessage);
+            Error("stop", "A stop string " + stop.Select(TextInput.Problem).First(p => p is not null));
         }
 
         if (r.QueueTimeoutSeconds is < 1 or > 7 * 24 * 3600)
@@ -443,6 +443,11 @@ internal static class JobRequestValidator
         string? grammar = null;
         try
         {
+            if (r.ResponseFormat is { } format && TextInput.Problem(format) is { } text)
+            {
+                throw new UnsupportedSchemaException("response_format", "'response_format' " + text);
+            }
+
             grammar = ResponseGrammar(r.ResponseFormat);
         }
         catch (UnsupportedSchemaException e)
@@ -450,7 +455,11 @@ internal static class JobRequestValidator
             Error("response_format", e.Message);
         }
 
-        if (r.Grammar is { } raw)
+        if (r.Grammar is { } given && TextInput.Problem(given) is { } unstorable)
+        {
+            Error("grammar", "'grammar' " + unstorable);
+        }
+        else if (r.Grammar is { } raw)
         {
             if (grammar is not null)
             {

@@ -38,6 +38,16 @@ public sealed class JobSubmitter(
                 $"A job request has at most {o.MaxRequestBytes} bytes; for many requests use a batch file."));
         }
 
+        if (TextInput.FirstUnstorable(body) is var (field, problem))
+        {
+            return (null, TypedResults.Problem(new HttpValidationProblemDetails(new Dictionary<string, string[]> { [field] = [$"'{field}' {problem}"] })
+            {
+                Status = StatusCodes.Status422UnprocessableEntity,
+                Title = "The job request is invalid",
+                Type = "https://tools.ietf.org/html/rfc4918#section-11.2",
+            }));
+        }
+
         try
         {
             return JsonSerializer.Deserialize<CreateJobRequest>(body, json.Value.SerializerOptions) is { } request

@@ -159,6 +159,9 @@ public static class JobsApi
         }
     }
 
+    /// <summary>The last second <see cref="DateTimeOffset"/> can hold (9999-12-31T23:59:59Z).</summary>
+    private const long MaxUnixSeconds = 253_402_300_799;
+
     private static async Task<IResult> ListJobs(
         HttpContext http, JobStore store, string? status, long? created_after, long? created_before, int? limit, Guid? after,
         bool? include_batch_lines, CancellationToken ct)
@@ -166,6 +169,15 @@ public static class JobsApi
         if (status is not null && !JobStatuses.IsFinal(status) && status is not (JobStatuses.Queued or JobStatuses.Running))
         {
             return Problems.Of(StatusCodes.Status400BadRequest, "Invalid status", "'status' is queued, running, succeeded, failed, cancelled or expired.");
+        }
+
+        foreach (var (name, value) in new[] { ("created_after", created_after), ("created_before", created_before) })
+        {
+            if (value is < 0 or > MaxUnixSeconds)
+            {
+                return Problems.Of(StatusCodes.Status400BadRequest, "Invalid time",
+                    $"'{name}' is a Unix time in seconds from 0 to {MaxUnixSeconds} (9999-12-31).");
+            }
         }
 
         var take = Math.Clamp(limit ?? 20, 1, 100);

@@ -202,6 +202,15 @@ public static class OpenAiApi
     {
         if (job.Status != JobStatuses.Succeeded)
         {
+            if (job.Status == JobStatuses.Failed && JobErrors.RequestErrorCode(job.Error) is { } code)
+            {
+                // The request could not run as asked: OpenAI answers 400 with its error shape and code.
+                return TypedResults.Json(new
+                {
+                    error = new { message = job.Error, type = "invalid_request_error", param = code == "context_length_exceeded" ? "messages" : null, code },
+                }, statusCode: StatusCodes.Status400BadRequest);
+            }
+
             return job.Status == JobStatuses.Expired
                 ? Problems.Of(StatusCodes.Status503ServiceUnavailable, "Job expired", "The job expired before a worker started it.")
                 : Problems.Of(StatusCodes.Status500InternalServerError, $"Job {job.Status}", job.Error ?? $"The job ended {job.Status}.");

@@ -73,10 +73,11 @@ public static class UsageApi
     private static async Task<IResult> UsageAsync(RetentionStore store, string? tenant, string? start, string? end, CancellationToken ct)
     {
         var today = DateOnly.FromDateTime(DateTime.UtcNow);
-        if (!TryDate(end, today, out var to) || !TryDate(start, to.AddDays(-29), out var from) || from > to || to.DayNumber - from.DayNumber > 366)
+        if (!TryDate(end, today, out var to) || !TryDate(start, to.DayNumber >= MinDate.DayNumber + 29 ? to.AddDays(-29) : MinDate, out var from)
+            || from > to || to.DayNumber - from.DayNumber > 366)
         {
             return Problems.Of(StatusCodes.Status400BadRequest, "Invalid dates",
-                "'start_date' and 'end_date' are YYYY-MM-DD, start before end, at most 366 days apart.");
+                $"'start_date' and 'end_date' are YYYY-MM-DD from {MinDate:yyyy-MM-dd} to {MaxDate:yyyy-MM-dd}, start before end, at most 366 days apart.");
         }
 
         var rows = await store.UsageAsync(tenant, from, to, ct);
@@ -98,10 +99,15 @@ public static class UsageApi
         });
     }
 
+    /// <summary>The dates usage can be asked for: the Unix epoch (no job is older) to a year whose next day exists.</summary>
+    private static readonly DateOnly MinDate = new(1970, 1, 1);
+
+    private static readonly DateOnly MaxDate = new(9999, 12, 30);
+
     private static bool TryDate(string? text, DateOnly fallback, out DateOnly date)
     {
         date = fallback;
-        return text is null || DateOnly.TryParseExact(text, "yyyy-MM-dd", out date);
+        return text is null || (DateOnly.TryParseExact(text, "yyyy-MM-dd", out date) && date >= MinDate && date <= MaxDate);
     }
 }
 

@@ -33,7 +33,7 @@ public static class WebhooksApi
     {
         if (TextInput.HasNul(url))
         {
-            return "'webhook_url' " + TextInput.NulMessage;
+            return "'webhook_url' " + TextInput.Problem(url);
         }
 
         if (await policy.CheckAsync(url, ct) is { } problem)
