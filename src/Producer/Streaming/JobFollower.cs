@@ -56,6 +56,8 @@ public sealed class JobFollower(JobStore store, JobChangeListener listener)
     }
 
     /// <summary>Waits until the job is no longer queued (or <paramref name="timeout"/> passes); returns it as last read.</summary>
+    private static readonly TimeSpan SafetyPoll = TimeSpan.FromSeconds(5);
+
     public async Task<Job?> WaitStartedAsync(Guid id, string tenantId, TimeSpan timeout, CancellationToken ct)
     {
         using var subscription = listener.Subscribe(id);
@@ -69,8 +71,9 @@ public sealed class JobFollower(JobStore store, JobChangeListener listener)
                 return job;
             }
 
-            // The claim (queued -> running) raises no notification; look again at least every quarter second.
-            await subscription.WaitAsync(left < TimeSpan.FromMilliseconds(250) ? left : TimeSpan.FromMilliseconds(250), ct);
+            // The claim (queued -> running) notifies like progress does; the row is read again at the latest every 5 s
+            // (and every 100 ms while the LISTEN connection is down) in case a notification was lost.
+            await subscription.WaitAsync(left < SafetyPoll ? left : SafetyPoll, ct);
         }
     }
 }
