@@ -20,8 +20,7 @@ public sealed class DeliveryTests
             var accepted = await producer.Client.SubmitAsync(new { prompt = "Waiting for a worker", max_tokens = 8 });
 
             // No worker has ever consumed this queue: the message must wait in it, not be dropped.
-            await Task.Delay(TimeSpan.FromSeconds(1));
-            Assert.That(await Broker.MessageCountAsync(queue), Is.EqualTo(1));
+            await Eventually.NeverWithinAsync(async () => await Broker.MessageCountAsync(queue) != 1, TimeSpan.FromSeconds(1), "the message left the queue with no consumer");
             Assert.That((await producer.Client.GetJobAsync(accepted.Id)).Status, Is.EqualTo(JobStatuses.Queued));
 
             await using var worker = await WorkerInstance.StartAsync(queue);

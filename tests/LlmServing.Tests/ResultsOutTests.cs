@@ -87,7 +87,8 @@ public sealed class ResultsOutTests
         var done = await _producer.Client.WaitForFinalAsync(accepted.Id);
 
         var completed = await Eventually.ValueAsync(() => _events.Select(e => e.Event).OfType<JobCompleted>().FirstOrDefault(e => e.JobId == accepted.Id));
-        await Task.Delay(1500); // a second copy would have arrived by now
+        await Eventually.NeverWithinAsync(() => _events.Select(e => e.Event).OfType<JobCompleted>().Count(e => e.JobId == accepted.Id) > 1,
+            TimeSpan.FromSeconds(1.5), "the event arrived twice");
 
         Assert.That(completed.IdempotencyKey, Is.EqualTo("invoice-42"));
         Assert.That(completed.Status, Is.EqualTo(JobStatuses.Succeeded));

@@ -74,7 +74,8 @@ public sealed class ServerRestartTests
             }
 
             // Results are being written while the server goes away; each is either durable or retried, never acked early.
-            await Task.Delay(700);
+            // Once the shortest job is written the others are still generating (up to 150 tokens longer), or queued.
+            await Eventually.WaitUntilAsync(async () => (await producer.Client.GetJobAsync(accepted[0].Id)).Status == JobStatuses.Succeeded, 120);
             await LocalServers.RunAsync("pg_ctlcluster", $"{await LocalServers.PostgresClusterAsync()} restart");
             var done = await Task.WhenAll(accepted.Select(a => producer.Client.WaitForFinalAsync(a.Id, TimeSpan.FromMinutes(3))));
 

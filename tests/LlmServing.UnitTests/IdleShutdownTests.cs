@@ -47,8 +47,8 @@ public sealed class IdleShutdownTests
 
         var message = consuming.Enter(); // delivered, waiting for a slot: the scheduler has not seen it yet
         await shutdown.StartAsync(CancellationToken.None);
-        await Task.Delay(1200);
-        Assert.That(lifetime.ApplicationStopping.IsCancellationRequested, Is.False, "stopped while holding a delivered message");
+        // Four idle timeouts long: an idle clock that ignored the delivered message would have stopped the worker.
+        await Eventually.NeverWithinAsync(() => lifetime.ApplicationStopping.IsCancellationRequested, TimeSpan.FromMilliseconds(1200), "stopped while holding a delivered message");
 
         var done = System.Diagnostics.Stopwatch.StartNew();
         message.Dispose();

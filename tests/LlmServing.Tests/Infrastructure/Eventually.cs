@@ -16,6 +16,26 @@ public static class Eventually
         }
     }
 
+    /// <summary>
+    /// An absence check: polls <paramref name="condition"/> for the whole <paramref name="window"/> and fails the test
+    /// the moment it holds (a duplicate arrived, a message was dropped, a worker stopped). The window is how long the
+    /// test watches, not a guess at how long the system takes to do something.
+    /// </summary>
+    public static async Task NeverWithinAsync(Func<Task<bool>> condition, TimeSpan window, string because, int pollMilliseconds = 50)
+    {
+        var deadline = DateTime.UtcNow + window;
+        while (DateTime.UtcNow < deadline)
+        {
+            Assert.That(await condition(), Is.False, because);
+            await Task.Delay(pollMilliseconds);
+        }
+
+        Assert.That(await condition(), Is.False, because);
+    }
+
+    public static Task NeverWithinAsync(Func<bool> condition, TimeSpan window, string because, int pollMilliseconds = 50) =>
+        NeverWithinAsync(() => Task.FromResult(condition()), window, because, pollMilliseconds);
+
     /// <summary>Waits until <paramref name="probe"/> returns a value (not null) and returns it.</summary>
     public static Task<T> ValueAsync<T>(Func<T?> probe, TimeSpan? timeout = null) where T : class =>
         ValueAsync(() => Task.FromResult(probe()), timeout);
