@@ -274,6 +274,36 @@ public sealed class AuditTests
         Assert.That(error!.Message, Does.Contain("Producer__AdminKey"));
     }
 
+    [TestCase("evil.example", false, TestName = "ShouldRefuseAConsolePost_WhenItsOriginIsAnUnknownNameThatMatchesTheHostHeader")]
+    [TestCase("console.example", true, TestName = "ShouldAcceptAConsolePost_WhenItsOriginIsAConfiguredName")]
+    public async Task ShouldCheckAConsolePostsOriginAgainstKnownHosts(string host, bool accepted)
+    {
+        // A DNS-rebinding page: its name resolves to this Producer, so its Host header and its Origin agree. The request
+        // goes to 127.0.0.1; only the headers carry the name.
+        await using var producer = await ProducerInstance.StartAsync($"llm-jobs-test-{TestServices.RunId}-origin",
+            new Dictionary<string, string?> { ["Console:Hosts:0"] = "console.example" });
+        var port = producer.Client.BaseAddress!.Port;
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/console/login")
+        {
+            Content = new FormUrlEncodedContent(new Dictionary<string, string> { ["key"] = "not-a-key" }),
+        };
+        request.Headers.Host = $"{host}:{port}";
+        request.Headers.Add("Origin", $"http://{host}:{port}");
+
+        using var response = await producer.Client.SendAsync(request);
+        var text = await response.Content.ReadAsStringAsync();
+
+        if (accepted)
+        {
+            Assert.That((int)response.StatusCode, Is.Not.EqualTo(403), text);
+        }
+        else
+        {
+            Assert.That((int)response.StatusCode, Is.EqualTo(403), text);
+            Assert.That(text, Does.Contain("Cross-site request refused"));
+        }
+    }
+
     [Test]
     public async Task ShouldAnswer429_WhenOneAddressKeepsSendingUnknownKeys()
     {

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.Mvc.ApplicationParts;
 
@@ -41,7 +42,8 @@ public static class ConsoleExtensions
     {
         app.UseWhen(c => c.Request.Path.StartsWithSegments("/console"), console => console.Use(async (context, next) =>
         {
-            if (!HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method) && !SameOrigin(context))
+            if (!HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method)
+                && !SameOrigin(context, context.RequestServices.GetRequiredService<IOptions<ConsoleOptions>>().Value.Hosts))
             {
                 context.Response.StatusCode = StatusCodes.Status403Forbidden;
                 await context.Response.WriteAsync("Cross-site request refused.");
@@ -66,8 +68,12 @@ public static class ConsoleExtensions
         return app;
     }
 
-    /// <summary>A form post from the console's own pages: its Origin (or, without one, its Referer) is this host.</summary>
-    private static bool SameOrigin(HttpContext context)
+    /// <summary>
+    /// A form post from the console's own pages: its Origin (or, without one, its Referer) is this host, and this host
+    /// is one the console is known by (<see cref="ConsoleOptions.Hosts"/>, an IP literal or <c>localhost</c>), never
+    /// just whatever the request's own Host header says.
+    /// </summary>
+    internal static bool SameOrigin(HttpContext context, IReadOnlyCollection<string> hosts)
     {
         var origin = context.Request.Headers.Origin.ToString();
         if (string.IsNullOrEmpty(origin) || origin == "null")
@@ -77,6 +83,13 @@ public static class ConsoleExtensions
 
         return Uri.TryCreate(origin, UriKind.Absolute, out var uri)
                && string.Equals(uri.Authority, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase)
-               && string.Equals(uri.Scheme, context.Request.Scheme, StringComparison.OrdinalIgnoreCase);
+               && string.Equals(uri.Scheme, context.Request.Scheme, StringComparison.OrdinalIgnoreCase)
+               && KnownHost(uri, hosts);
     }
+
+    private static bool KnownHost(Uri origin, IReadOnlyCollection<string> hosts) =>
+        origin.HostNameType is UriHostNameType.IPv4 or UriHostNameType.IPv6
+        || string.Equals(origin.Host, "localhost", StringComparison.OrdinalIgnoreCase)
+        || hosts.Any(h => string.Equals(h, origin.Host, StringComparison.OrdinalIgnoreCase)
+                          || string.Equals(h, origin.Authority, StringComparison.OrdinalIgnoreCase));
 }

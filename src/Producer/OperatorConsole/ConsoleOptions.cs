@@ -20,6 +20,13 @@ public sealed class ConsoleOptions
     /// <summary>How often pages with live parts refresh them (the only script the console has).</summary>
     public TimeSpan LiveRefresh { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// The host names (<c>host</c> or <c>host:port</c>) the console is reached by, for the cross-site check of form
+    /// posts. IP literals and <c>localhost</c> are always accepted; any other name must be listed, so that a page on a
+    /// name that was rebound to this address (DNS rebinding) cannot post to the console with a matching Origin.
+    /// </summary>
+    public string[] Hosts { get; set; } = [];
+
     /// <summary>Most dead letters listed per error queue.</summary>
     public int MaxDeadLetters { get; set; } = 100;
 }
