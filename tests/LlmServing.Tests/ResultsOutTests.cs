@@ -124,6 +124,52 @@ public sealed class ResultsOutTests
     }
 
     [Test]
+    public async Task ShouldDeliverToAHealthyTarget_WhileAnotherTargetNeverAnswers()
+    {
+        // A target on 127.0.0.1 that accepts connections and never answers: each attempt to it waits for the 10 s timeout.
+        using var silent = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        silent.Start();
+        var held = new ConcurrentBag<System.Net.Sockets.TcpClient>();
+        using var stop = new CancellationTokenSource();
+        _ = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                held.Add(await silent.AcceptTcpClientAsync(stop.Token));
+            }
+        });
+        var silentUrl = $"http://127.0.0.1:{((System.Net.IPEndPoint)silent.LocalEndpoint).Port}/never";
+        await using var db = await TestDatabase.OpenAsync();
+        try
+        {
+            // 20 deliveries due to the silent target, then one to the healthy receiver (due last).
+            await db.ExecAsync($$"""
+                INSERT INTO webhook_deliveries (id, tenant_id, event_type, subject_id, url, payload, status, attempts, next_attempt_at, created_at)
+                SELECT gen_random_uuid(), 'default', 'job.completed', gen_random_uuid()::text, '{{silentUrl}}', '{}', 'pending', 0, now() - interval '1 minute', now()
+                FROM generate_series(1, 20)
+                """);
+            var accepted = await _producer.Client.SubmitAsync(new { prompt = "Beside a silent target", max_tokens = 3, webhook_url = _receiver.Url("healthy") });
+
+            await Eventually.WaitUntilAsync(() => _receiver.Received.Any(r => r.Path == "/healthy" && r.Body.Contains(accepted.Id.ToString())), 60);
+
+            // Delivered while every attempt to the silent target is still waiting: in rounds of 16 it would have waited
+            // for a round of them to time out (their attempts recorded) first.
+            var attempted = await db.ScalarAsync($"SELECT count(*) FROM webhook_deliveries WHERE url = '{silentUrl}' AND attempts > 0");
+            Assert.That(attempted, Is.Zero, "the healthy delivery waited for the silent target's attempts");
+        }
+        finally
+        {
+            await db.ExecAsync($"UPDATE webhook_deliveries SET status = 'failed' WHERE url = '{silentUrl}'");
+            await stop.CancelAsync();
+            silent.Stop();
+            foreach (var client in held)
+            {
+                client.Dispose();
+            }
+        }
+    }
+
+    [Test]
     public async Task ShouldDeliverASignedWebhookWithTheResult_WhenAJobNamesATarget()
     {
         var accepted = await _producer.Client.SubmitAsync(new { prompt = "Ticket 7", max_tokens = 4, webhook_url = _receiver.Url("job") });

@@ -70,4 +70,10 @@ public sealed class WebhookTargetTests
         var total = Enumerable.Range(1, 40).Sum(a => options.RetryDelay(a).TotalHours);
         Assert.That(total, Is.GreaterThan(24), "40 attempts span more than a day, so RetryFor (25 h) decides the end");
     }
+
+    [TestCase("https://Hooks.Example.com/a/b?x=1", "https://hooks.example.com")]
+    [TestCase("http://127.0.0.1:8080/never", "http://127.0.0.1:8080")]
+    [TestCase("http://[::1]:9/x#y", "http://[::1]:9")]
+    public void ShouldLimitDeliveriesPerSchemeHostAndPort(string url, string target) =>
+        Assert.That(LlmServing.ResultStore.Webhooks.WebhookStore.Target(url), Is.EqualTo(target));
 }

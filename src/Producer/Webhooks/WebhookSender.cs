@@ -64,26 +64,68 @@ public sealed class WebhookSender : BackgroundService
     /// <summary>The <c>webhook-id</c> of a delivery: the same on every attempt.</summary>
     public static string MessageId(Guid deliveryId) => $"msg_{deliveryId:N}";
 
+    /// <summary>
+    /// A sliding window, not rounds: up to <see cref="WebhookOptions.Concurrency"/> attempts in flight, at most
+    /// <see cref="WebhookOptions.ConcurrencyPerTarget"/> per target; a place freed by one attempt is filled at once, and
+    /// targets already at their limit are left out of the next claim. One target that never answers delays only its
+    /// own deliveries.
+    /// </summary>
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        while (!stoppingToken.IsCancellationRequested)
+        var inFlight = new Dictionary<Task, string>();
+        try
         {
-            var count = 0;
-            try
+            while (!stoppingToken.IsCancellationRequested)
             {
-                var due = await _store.ClaimDueAsync(_options.Concurrency, _options.Timeout * 3, stoppingToken);
-                count = due.Count;
-                await Task.WhenAll(due.Select(d => AttemptAsync(d, stoppingToken)));
-            }
-            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
-            {
-                _logger.LogWarning(e, "Claiming webhook deliveries failed; retrying");
-            }
+                foreach (var done in inFlight.Keys.Where(t => t.IsCompleted).ToList())
+                {
+                    inFlight.Remove(done);
+                }
 
-            if (count == 0)
-            {
-                await Task.Delay(_options.PollInterval, _clock, stoppingToken).ContinueWith(_ => { }, TaskScheduler.Default);
+                var claimed = 0;
+                var free = _options.Concurrency - inFlight.Count;
+                if (free > 0)
+                {
+                    var perTarget = inFlight.Values.GroupBy(t => t).ToDictionary(g => g.Key, g => g.Count());
+                    try
+                    {
+                        var due = await _store.ClaimDueAsync(free, _options.Timeout * 3, perTarget, _options.ConcurrencyPerTarget, stoppingToken);
+                        claimed = due.Count;
+                        foreach (var delivery in due)
+                        {
+                            inFlight[RunAsync(delivery, stoppingToken)] = WebhookStore.Target(delivery.Url);
+                        }
+                    }
+                    catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+                    {
+                        _logger.LogWarning(e, "Claiming webhook deliveries failed; retrying");
+                    }
+                }
+
+                if (claimed == 0 || inFlight.Count >= _options.Concurrency)
+                {
+                    // Until an attempt ends (a place frees) or the poll interval passes (new deliveries may be due).
+                    var poll = Task.Delay(_options.PollInterval, _clock, stoppingToken);
+                    await Task.WhenAny(inFlight.Keys.Append(poll)).ContinueWith(_ => { }, TaskScheduler.Default);
+                }
             }
+        }
+        finally
+        {
+            await Task.WhenAll(inFlight.Keys).ContinueWith(_ => { }, TaskScheduler.Default);
+        }
+    }
+
+    private async Task RunAsync(DueWebhook delivery, CancellationToken ct)
+    {
+        try
+        {
+            await AttemptAsync(delivery, ct);
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            // Recording the attempt failed (the database is away): the claim's lease runs out and it is tried again.
+            _logger.LogWarning(e, "Recording webhook {DeliveryId} failed; it is retried when its claim expires", delivery.Id);
         }
     }
 

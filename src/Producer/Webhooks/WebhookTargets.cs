@@ -28,8 +28,14 @@ public sealed class WebhookOptions
     /// <summary>How often the sender and the event dispatcher look for work when there was none.</summary>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromMilliseconds(500);
 
-    /// <summary>Deliveries attempted at once by one Producer.</summary>
+    /// <summary>Deliveries attempted at once by one Producer; a freed place is taken by the next due delivery at once.</summary>
     public int Concurrency { get; set; } = 16;
+
+    /// <summary>
+    /// Deliveries attempted at once to one target (scheme, host and port), so that a target that never answers holds
+    /// only these places and delays only its own deliveries.
+    /// </summary>
+    public int ConcurrencyPerTarget { get; set; } = 4;
 
     /// <summary>The wait before attempt <paramref name="attempt"/> + 1 after attempt <paramref name="attempt"/> failed (1-based), with ±20% jitter.</summary>
     public TimeSpan RetryDelay(int attempt)

@@ -45,16 +45,42 @@ public sealed class WebhookStore(NpgsqlDataSource data, IDbContextFactory<LlmSer
     }
 
     /// <summary>
+    /// The target of a delivery URL as the sender limits it: scheme, host and port, lower case (the same expression
+    /// as <see cref="TargetSql"/>).
+    /// </summary>
+    public static string Target(string url) =>
+        System.Text.RegularExpressions.Regex.Match(url.ToLowerInvariant(), "^[a-z][a-z0-9+.-]*://[^/?#]*").Value;
+
+    private const string TargetSql = "substring(lower(url) from '^[a-z][a-z0-9+.-]*://[^/?#]*')";
+
+    /// <summary>
     /// Claims up to <paramref name="limit"/> due deliveries: each is pushed <paramref name="lease"/> into the future, so
     /// another replica does not send it meanwhile; a sender that dies leaves it due again after the lease.
     /// </summary>
-    public async Task<IReadOnlyList<DueWebhook>> ClaimDueAsync(int limit, TimeSpan lease, CancellationToken ct)
+    public Task<IReadOnlyList<DueWebhook>> ClaimDueAsync(int limit, TimeSpan lease, CancellationToken ct) =>
+        ClaimDueAsync(limit, lease, new Dictionary<string, int>(), int.MaxValue, ct);
+
+    /// <summary>
+    /// Claims up to <paramref name="limit"/> due deliveries for <paramref name="lease"/>, oldest first, so that no
+    /// target has more than <paramref name="perTarget"/> in flight counting the <paramref name="inFlight"/> ones.
+    /// </summary>
+    public async Task<IReadOnlyList<DueWebhook>> ClaimDueAsync(
+        int limit, TimeSpan lease, IReadOnlyDictionary<string, int> inFlight, int perTarget, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
-        await using var command = data.CreateCommand("""
+        await using var command = data.CreateCommand($"""
             UPDATE webhook_deliveries AS d SET next_attempt_at = $2
-            FROM (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1
-                  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) AS due
+            FROM (SELECT id FROM (
+                      SELECT id, next_attempt_at, {TargetSql} AS target,
+                             row_number() OVER (PARTITION BY {TargetSql} ORDER BY next_attempt_at) AS n
+                      FROM (SELECT id, url, next_attempt_at FROM webhook_deliveries
+                            WHERE status = 'pending' AND next_attempt_at <= $1
+                            ORDER BY next_attempt_at LIMIT 1000) AS candidates) AS ranked
+                  WHERE n <= $5 - coalesce((SELECT b.c FROM unnest($4::text[], $6::int[]) AS b(t, c) WHERE b.t = ranked.target), 0)
+                  ORDER BY next_attempt_at LIMIT $3) AS picked,
+                 LATERAL (SELECT id FROM webhook_deliveries w
+                          WHERE w.id = picked.id AND w.status = 'pending' AND w.next_attempt_at <= $1
+                          FOR UPDATE SKIP LOCKED) AS due
             WHERE d.id = due.id
             RETURNING d.id, d.tenant_id, d.event_type, d.url, d.payload, d.attempts, d.created_at,
                       (SELECT w.secret FROM tenant_webhooks w WHERE w.tenant_id = d.tenant_id)
@@ -62,6 +88,9 @@ public sealed class WebhookStore(NpgsqlDataSource data, IDbContextFactory<LlmSer
         command.Parameters.AddWithValue(now);
         command.Parameters.AddWithValue(now + lease);
         command.Parameters.AddWithValue(limit);
+        command.Parameters.AddWithValue(inFlight.Keys.ToArray());
+        command.Parameters.AddWithValue(perTarget);
+        command.Parameters.AddWithValue(inFlight.Values.ToArray());
         var due = new List<DueWebhook>();
         await using var reader = await command.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
