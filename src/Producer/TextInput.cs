@@ -25,45 +25,50 @@ public static class TextInput
     public static bool HasNul(string? text) => Problem(text) is not null;
 
     /// <summary>Why the element cannot be stored, or null: the first string value or property name that cannot.</summary>
-    public static string? Problem(JsonElement element) => HasNul(element) ? Describe(element) : null;
-
-    private static string Describe(JsonElement element)
+    public static string? Problem(JsonElement element)
     {
         switch (element.ValueKind)
         {
             case JsonValueKind.String:
                 SafeString(element, out var problem);
-                return problem ?? NulMessage;
+                return problem;
             case JsonValueKind.Array:
-                return element.EnumerateArray().Where(HasNul).Select(Describe).First();
-            default:
-                foreach (var property in element.EnumerateObject())
+                foreach (var item in element.EnumerateArray())
                 {
-                    if (Problem(SafeName(property)) is { } name)
+                    if (Problem(item) is { } inItem)
                     {
-                        return name;
-                    }
-
-                    if (HasNul(property.Value))
-                    {
-                        return Describe(property.Value);
+                        return inItem;
                     }
                 }
 
-                return NulMessage;
+                return null;
+            case JsonValueKind.Object:
+                foreach (var property in element.EnumerateObject())
+                {
+                    if ((NameProblem(property) ?? Problem(property.Value)) is { } inProperty)
+                    {
+                        return inProperty;
+                    }
+                }
+
+                return null;
+            default:
+                return null;
         }
     }
 
-    /// <summary>A property's name, or a lone surrogate standing for a name that cannot be read as text.</summary>
-    private static string SafeName(JsonProperty property)
+    /// <summary>True when any string value or property name in the element contains a NUL or a lone surrogate.</summary>
+    public static bool HasNul(JsonElement element) => Problem(element) is not null;
+
+    private static string? NameProblem(JsonProperty property)
     {
         try
         {
-            return property.Name;
+            return Problem(property.Name);
         }
         catch (InvalidOperationException)
         {
-            return "\uD800";
+            return SurrogateMessage; // a name whose escape decodes to no valid UTF-16
         }
     }
 
@@ -198,39 +203,6 @@ public static class TextInput
         {
             problem = SurrogateMessage;
             return null;
-        }
-    }
-
-    /// <summary>True when any string value or property name in the element contains a NUL or a lone surrogate.</summary>
-    public static bool HasNul(JsonElement element)
-    {
-        switch (element.ValueKind)
-        {
-            case JsonValueKind.String:
-                SafeString(element, out var problem);
-                return problem is not null;
-            case JsonValueKind.Array:
-                foreach (var item in element.EnumerateArray())
-                {
-                    if (HasNul(item))
-                    {
-                        return true;
-                    }
-                }
-
-                return false;
-            case JsonValueKind.Object:
-                foreach (var property in element.EnumerateObject())
-                {
-                    if (HasNul(SafeName(property)) || HasNul(property.Value))
-                    {
-                        return true;
-                    }
-                }
-
-                return false;
-            default:
-                return false;
         }
     }
 

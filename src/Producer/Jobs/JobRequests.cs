@@ -443,11 +443,6 @@ internal static class JobRequestValidator
         string? grammar = null;
         try
         {
-            if (r.ResponseFormat is { } format && TextInput.Problem(format) is { } text)
-            {
-                throw new UnsupportedSchemaException("response_format", "'response_format' " + text);
-            }
-
             grammar = ResponseGrammar(r.ResponseFormat);
         }
         catch (UnsupportedSchemaException e)
@@ -455,11 +450,7 @@ internal static class JobRequestValidator
             Error("response_format", e.Message);
         }
 
-        if (r.Grammar is { } given && TextInput.Problem(given) is { } unstorable)
-        {
-            Error("grammar", "'grammar' " + unstorable);
-        }
-        else if (r.Grammar is { } raw)
+        if (r.Grammar is { } raw)
         {
             if (grammar is not null)
             {
