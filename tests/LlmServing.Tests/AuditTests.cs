@@ -307,19 +307,43 @@ public sealed class AuditTests
     [Test]
     public async Task ShouldAnswer429_WhenOneAddressKeepsSendingUnknownKeys()
     {
+        const string admin = "admin-secret-for-bad-keys";
         await using var producer = await ProducerInstance.StartAsync($"llm-jobs-test-{TestServices.RunId}-badkeys",
-            new Dictionary<string, string?> { ["Producer:AdminKey"] = "admin-secret-for-bad-keys" });
+            new Dictionary<string, string?> { ["Producer:AdminKey"] = admin });
+        using var mint = new HttpRequestMessage(HttpMethod.Post, "/v1/admin/keys") { Content = JsonContent.Create(new { tenant_id = "behind-nat" }) };
+        mint.Headers.Authorization = new AuthenticationHeaderValue("Bearer", admin);
+        using var minted = await producer.Client.SendAsync(mint);
+        Assert.That(minted.StatusCode, Is.EqualTo(HttpStatusCode.Created));
+        var validKey = (await minted.Content.ReadFromJsonAsync<JsonObject>())!["key"]!.GetValue<string>();
+
+        async Task<int> StatusWithAsync(string key)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/jobs/{Guid.NewGuid()}");
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            using var response = await producer.Client.SendAsync(request);
+            return (int)response.StatusCode;
+        }
+
         var statuses = new List<int>();
         for (var i = 0; i < 25; i++)
         {
-            using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/jobs/{Guid.NewGuid()}");
-            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", $"lls_guess_{i}");
-            using var response = await producer.Client.SendAsync(request);
-            statuses.Add((int)response.StatusCode);
+            statuses.Add(await StatusWithAsync($"lls_guess_{i}"));
         }
 
         Assert.That(statuses.Take(20), Is.All.EqualTo(401));
         Assert.That(statuses.Skip(20), Is.All.EqualTo(429), "refused without a database lookup once over the limit");
+
+        // The same address (an ingress or NAT shared by many clients): an active key still works, the admin key too,
+        // and unknown keys stay refused.
+        Assert.That(await StatusWithAsync(validKey), Is.EqualTo(404), "a valid key from the blocked address reaches the API (the job does not exist)");
+        using var list = new HttpRequestMessage(HttpMethod.Post, "/v1/admin/keys") { Content = JsonContent.Create(new { tenant_id = "behind-nat-2" }) };
+        list.Headers.Authorization = new AuthenticationHeaderValue("Bearer", admin);
+        using var adminAnswer = await producer.Client.SendAsync(list);
+        Assert.That(adminAnswer.StatusCode, Is.EqualTo(HttpStatusCode.Created), "the admin key from the blocked address");
+        var second = (await adminAnswer.Content.ReadFromJsonAsync<JsonObject>())!["key"]!.GetValue<string>();
+        Assert.That(await StatusWithAsync(second), Is.EqualTo(404).Or.EqualTo(429),
+            "a key minted a moment ago may wait for the snapshot's next read");
+        Assert.That(await StatusWithAsync("lls_guess_more"), Is.EqualTo(429));
     }
 
     /// <summary>

@@ -55,6 +55,10 @@ public sealed class ConsoleSession(IOptions<ProducerOptions> producer, IOptions<
     }
 
     /// <summary>Checks a pasted key; on success writes the session cookie. Returns the user, or null for a wrong key.</summary>
+    /// <summary>Whether <paramref name="key"/> is the admin key (no database involved).</summary>
+    public bool IsAdminKey(string key) =>
+        !KeysOff && CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(key.Trim()), Encoding.UTF8.GetBytes(producer.Value.AdminKey));
+
     public async Task<ConsoleUser?> SignInAsync(HttpContext http, string key, CancellationToken ct)
     {
         if (KeysOff || string.IsNullOrWhiteSpace(key))

@@ -65,10 +65,11 @@ public static class ApiKeyAuthentication
                 return;
             }
 
-            // Unknown keys cost a database lookup each: an address that keeps sending them is refused for a while.
-            var failures = context.RequestServices.GetRequiredService<InvalidKeyLimiter>();
+            // Unknown keys cost a database lookup each: an address that keeps sending them is refused for a while,
+            // but only for keys that are not active ones (an ingress or NAT address is shared by many clients).
+            var guard = context.RequestServices.GetRequiredService<InvalidKeyLimiter>();
             var address = context.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-            if (failures.IsBlocked(address))
+            if (!await guard.MayLookUpAsync(address, key, context.RequestAborted))
             {
                 context.Response.Headers.RetryAfter = "60";
                 await Deny(context, StatusCodes.Status429TooManyRequests, "Too many invalid API keys",
@@ -79,7 +80,7 @@ public static class ApiKeyAuthentication
             var tenant = await context.RequestServices.GetRequiredService<ApiKeyStore>().FindTenantAsync(key, context.RequestAborted);
             if (tenant is null)
             {
-                failures.Count(address);
+                guard.Count(address);
                 await Deny(context, StatusCodes.Status401Unauthorized, "Invalid API key", "The API key is unknown or was revoked.");
                 return;
             }
@@ -117,10 +118,18 @@ public static class ApiKeyAuthentication
 
 public sealed record CreateKeyRequest(string TenantId);
 
-/// <summary>Counts unknown API keys per client address in one-minute windows (per Producer replica).</summary>
-public sealed class InvalidKeyLimiter : IDisposable
+/// <summary>
+/// Counts unknown API keys per client address in one-minute windows (per Producer replica). Once an address is over
+/// the limit, its keys are checked against an in-memory snapshot of the active keys' hashes instead of the database:
+/// an unknown key is refused without a lookup, an active one still works. The snapshot is read at most once every
+/// <see cref="SnapshotAge"/> (one query however many requests arrive), so a key created on another replica a moment
+/// ago may be refused from a blocked address for that long.
+/// </summary>
+public sealed class InvalidKeyLimiter(ApiKeyStore keys, TimeProvider clock) : IDisposable
 {
     public const int PerMinute = 20;
+
+    public static readonly TimeSpan SnapshotAge = TimeSpan.FromSeconds(10);
 
     private readonly System.Threading.RateLimiting.PartitionedRateLimiter<string> _limiter =
         System.Threading.RateLimiting.PartitionedRateLimiter.Create<string, string>(address =>
@@ -132,12 +141,60 @@ public sealed class InvalidKeyLimiter : IDisposable
                 AutoReplenishment = true,
             }));
 
+    private readonly SemaphoreSlim _refresh = new(1, 1);
+    private volatile Snapshot? _snapshot;
+
+    private sealed record Snapshot(HashSet<string> Hashes, DateTimeOffset ReadAt);
+
     public bool IsBlocked(string address) => _limiter.GetStatistics(address)?.CurrentAvailablePermits <= 0;
+
+    /// <summary>
+    /// Whether <paramref name="key"/> from <paramref name="address"/> may be looked up in the database: always while
+    /// the address is under the limit; once over it, only when the key is an active one.
+    /// </summary>
+    public async ValueTask<bool> MayLookUpAsync(string address, string key, CancellationToken ct)
+    {
+        if (!IsBlocked(address))
+        {
+            return true;
+        }
+
+        var snapshot = await CurrentAsync(ct);
+        return snapshot.Hashes.Contains(ApiKeyStore.Hash(key));
+    }
 
     public void Count(string address)
     {
         using var _ = _limiter.AttemptAcquire(address);
     }
 
-    public void Dispose() => _limiter.Dispose();
+    private async ValueTask<Snapshot> CurrentAsync(CancellationToken ct)
+    {
+        if (_snapshot is { } fresh && clock.GetUtcNow() - fresh.ReadAt < SnapshotAge)
+        {
+            return fresh;
+        }
+
+        await _refresh.WaitAsync(ct);
+        try
+        {
+            if (_snapshot is { } other && clock.GetUtcNow() - other.ReadAt < SnapshotAge)
+            {
+                return other;
+            }
+
+            var hashes = await keys.ActiveHashesAsync(ct);
+            return _snapshot = new Snapshot(hashes, clock.GetUtcNow());
+        }
+        finally
+        {
+            _refresh.Release();
+        }
+    }
+
+    public void Dispose()
+    {
+        _limiter.Dispose();
+        _refresh.Dispose();
+    }
 }

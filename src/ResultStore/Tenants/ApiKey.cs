@@ -79,6 +79,14 @@ public sealed class ApiKeyStore(IDbContextFactory<LlmServingDbContext> contexts,
         return await db.Set<ApiKey>().AsNoTracking().OrderByDescending(k => k.CreatedAt).ToListAsync(ct);
     }
 
+    /// <summary>The hashes of every unrevoked key: one read, for the key guard's in-memory snapshot.</summary>
+    public async Task<HashSet<string>> ActiveHashesAsync(CancellationToken ct)
+    {
+        await using var db = await contexts.CreateDbContextAsync(ct);
+        var hashes = await db.Set<ApiKey>().Where(k => k.RevokedAt == null).Select(k => k.KeyHash).ToListAsync(ct);
+        return hashes.ToHashSet(StringComparer.Ordinal);
+    }
+
     public async Task<bool> RevokeAsync(Guid id, CancellationToken ct)
     {
         var now = clock.GetUtcNow();

@@ -19,9 +19,10 @@ public sealed class LoginModel(ConsoleSession session, LlmServing.Producer.Tenan
 
     public async Task<IActionResult> OnPostAsync([FromForm] string? key, CancellationToken ct)
     {
-        // The same guard as the API's: an address that keeps sending unknown keys is refused for a while.
+        // The same guard as the API's: an address that keeps sending unknown keys is refused for a while, except for
+        // the admin key and active keys.
         var address = HttpContext.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-        if (failures.IsBlocked(address))
+        if (!session.IsAdminKey(key ?? "") && !await failures.MayLookUpAsync(address, (key ?? "").Trim(), ct))
         {
             Error = $"More than {LlmServing.Producer.Tenants.InvalidKeyLimiter.PerMinute} unknown keys from this address in a minute; try again later.";
             Response.StatusCode = StatusCodes.Status429TooManyRequests;
