@@ -93,4 +93,48 @@ public sealed class JsonGrammarTests
         Assert.That(error!.Keyword, Is.EqualTo(keyword));
         Assert.That(error.Message, Does.Contain("at most 1999"));
     }
+
+    [Test]
+    public void ShouldTranslateInLinearSpace_WhenAnObjectHasManyOptionalProperties()
+    {
+        // A 32 KB schema of optional properties took 9 s and 942 MB to translate, since each alternative spelled out
+        // every later member; its grammar now grows with the schema.
+        var properties = string.Join(",", Enumerable.Range(0, 900).Select(i => $"\"property_{i:D4}\": {{\"type\": \"boolean\"}}"));
+        var schema = $"{{\"type\": \"object\", \"properties\": {{{properties}}}}}";
+        Assert.That(schema.Length, Is.GreaterThan(32_000));
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        var grammar = Grammar(schema);
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        Assert.That(grammar.Length, Is.LessThan(5 * schema.Length), "grammar size (quadratic, it was 150 times the schema)");
+        Assert.That(allocated, Is.LessThan(64L << 20), "bytes allocated while translating");
+    }
+
+    [Test]
+    public void ShouldPassTheWorkersLimits_WhenAnObjectHasHundredsOfOptionalProperties()
+    {
+        // The tail rules start with a group that may be empty, and llama.cpp walks such rules recursively: chunked,
+        // the walk stays far below the checker's left-chain limit.
+        var properties = string.Join(",", Enumerable.Range(0, 400).Select(i => $"\"p{i}\": {{\"type\": \"integer\"}}"));
+
+        var grammar = Grammar($"{{\"type\": \"object\", \"properties\": {{{properties}}}}}");
+
+        Assert.That(LlmServing.Contracts.Gbnf.Check(grammar), Is.Null, $"{grammar.Length} characters");
+    }
+
+    [TestCase("""{"type": "object", "properties": 5}""", "properties")]
+    [TestCase("""{"type": "object", "properties": {"a": {"type": "string"}}, "required": [1]}""", "required")]
+    [TestCase("""{"type": "object", "properties": {"a": {"type": "string"}}, "required": "a"}""", "required")]
+    [TestCase("""{"$ref": 7}""", "$ref")]
+    [TestCase("""{"type": 3}""", "type")]
+    [TestCase("""{"type": [true]}""", "type")]
+    [TestCase("""{"type": []}""", "type")]
+    public void ShouldNameTheKeyword_WhenAKeywordHasAValueOfTheWrongType(string schema, string keyword)
+    {
+        // These threw InvalidOperationException (a 500) instead of naming the keyword.
+        var error = Assert.Throws<UnsupportedSchemaException>(() => Grammar(schema));
+
+        Assert.That(error!.Keyword, Is.EqualTo(keyword));
+    }
 }

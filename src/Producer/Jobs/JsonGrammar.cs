@@ -212,7 +212,9 @@ public static class JsonGrammar
         {
             if (schema.TryGetProperty("$ref", out var reference))
             {
-                return Reference(reference.GetString() ?? "");
+                return reference.ValueKind == JsonValueKind.String
+                    ? Reference(reference.GetString()!)
+                    : throw new UnsupportedSchemaException("$ref", "'$ref' must be a string.");
             }
 
             if (schema.TryGetProperty("const", out var constant))
@@ -248,12 +250,14 @@ public static class JsonGrammar
                 throw new UnsupportedSchemaException("type", "Every schema needs 'type' (or 'enum', 'const', 'anyOf', 'oneOf', '$ref').");
             }
 
-            if (type.ValueKind == JsonValueKind.Array)
+            if (type.ValueKind == JsonValueKind.Array && type.GetArrayLength() > 0 && type.EnumerateArray().All(t => t.ValueKind == JsonValueKind.String))
             {
-                return "(" + string.Join(" | ", type.EnumerateArray().Select(t => TypeBody(schema, t.GetString() ?? ""))) + ")";
+                return "(" + string.Join(" | ", type.EnumerateArray().Select(t => TypeBody(schema, t.GetString()!))) + ")";
             }
 
-            return TypeBody(schema, type.GetString() ?? "");
+            return type.ValueKind == JsonValueKind.String
+                ? TypeBody(schema, type.GetString()!)
+                : throw new UnsupportedSchemaException("type", "'type' must be a type name or a non-empty array of them.");
         }
 
         private string TypeBody(JsonElement schema, string type) => type switch
@@ -267,19 +271,31 @@ public static class JsonGrammar
 
         private string Object(JsonElement schema)
         {
-            var required = schema.TryGetProperty("required", out var r) && r.ValueKind == JsonValueKind.Array
-                ? r.EnumerateArray().Select(x => x.GetString() ?? "").ToHashSet(StringComparer.Ordinal)
+            if (schema.TryGetProperty("required", out var r) && (r.ValueKind != JsonValueKind.Array || r.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.String)))
+            {
+                throw new UnsupportedSchemaException("required", "'required' must be an array of property names.");
+            }
+
+            var required = r.ValueKind == JsonValueKind.Array
+                ? r.EnumerateArray().Select(x => x.GetString()!).ToHashSet(StringComparer.Ordinal)
                 : [];
             var members = new List<(string Member, bool Required)>();
+            var declared = new HashSet<string>(StringComparer.Ordinal);
             if (schema.TryGetProperty("properties", out var properties))
             {
+                if (properties.ValueKind != JsonValueKind.Object)
+                {
+                    throw new UnsupportedSchemaException("properties", "'properties' must be an object of schemas.");
+                }
+
                 foreach (var property in properties.EnumerateObject())
                 {
+                    declared.Add(property.Name);
                     members.Add(($"{Literal(Quote(property.Name))} \":\" {Rule(property.Value)}", required.Contains(property.Name)));
                 }
             }
 
-            var missing = required.Where(name => members.Count == 0 || !properties.TryGetProperty(name, out _)).ToList();
+            var missing = required.Where(name => !declared.Contains(name)).ToList();
             if (missing.Count > 0)
             {
                 throw new UnsupportedSchemaException("required", $"'required' names '{missing[0]}', which is not in 'properties'.");
@@ -298,9 +314,33 @@ public static class JsonGrammar
                 return "\"{\" \"}\"";
             }
 
-            // No required member: the first present one carries no comma.
-            var alternatives = Enumerable.Range(0, optional.Count)
-                .Select(i => optional[i] + string.Concat(optional.Skip(i + 1).Select(o => $" (\",\" {o})?")));
+            // No required member: the first present one carries no comma, and each may be followed by any of the later
+            // ones. Writing each alternative's tail out in full made the grammar grow with the square of the members
+            // (a 32 KB schema took 9 s and 942 MB to translate). The tails are rules instead: the members in chunks of
+            // TailChunk, tail(i) the optional members from i to the end of its chunk followed by the next chunks' rule.
+            // Every rule starts with a group that may be empty, so llama.cpp walks these rules recursively: chunking
+            // keeps that walk at most TailChunk + members / TailChunk deep instead of one level per member.
+            var chunks = (optional.Count + TailChunk - 1) / TailChunk;
+            var chunkRules = new string[chunks + 1];
+            for (var j = chunks - 1; j >= 1; j--)
+            {
+                var groups = string.Join(" ", optional.Skip(j * TailChunk).Take(TailChunk).Select(o => $"(\",\" {o})?"));
+                chunkRules[j] = $"r{++_next}";
+                Rules.Add((chunkRules[j], j + 1 < chunks ? $"{groups} {chunkRules[j + 1]}" : groups));
+            }
+
+            var tails = new string?[optional.Count + 1];
+            string After(int i) => i + 1 >= optional.Count ? "" : (i + 1) % TailChunk == 0 ? " " + chunkRules[(i + 1) / TailChunk] : " " + tails[i + 1];
+            for (var i = optional.Count - 1; i >= 1; i--)
+            {
+                if (i % TailChunk != 0)
+                {
+                    tails[i] = $"r{++_next}";
+                    Rules.Add((tails[i]!, $"(\",\" {optional[i]})?{After(i)}"));
+                }
+            }
+
+            var alternatives = Enumerable.Range(0, optional.Count).Select(i => optional[i] + After(i));
             return "\"{\" (" + string.Join(" | ", alternatives) + ")? \"}\"";
         }
 
@@ -328,6 +368,9 @@ public static class JsonGrammar
             var list = max == 1 ? item : $"{item} (\",\" {item}){tail}";
             return min == 0 ? $"\"[\" ({list})? \"]\"" : $"\"[\" {list} \"]\"";
         }
+
+        /// <summary>Optional members per tail rule of an object without required members.</summary>
+        private const int TailChunk = 32;
 
         /// <summary>llama.cpp refuses a repetition of 2000 or more.</summary>
         private const int MaxStringLength = 1999;
