@@ -24,6 +24,14 @@ public static class Gbnf
     /// </summary>
     public const int MaxLeftChain = 1000;
 
+    /// <summary>
+    /// Most parse stacks the grammar may have open at one point (llama.cpp's <c>advance_stack</c> expands every
+    /// alternative that could match next into a stack of its own, and checks every candidate token against every
+    /// stack): 160 alternatives of 160 alternatives open 25,600 stacks, and one token then took seconds, stalling every
+    /// job on the worker. JSON schemas stay well below (an enum of 500 values opens 500).
+    /// </summary>
+    public const int MaxOpenStacks = 1024;
+
     /// <summary>Null when the grammar is valid with start rule <c>root</c>; otherwise why not.</summary>
     public static string? Check(string grammar)
     {
@@ -90,6 +98,102 @@ public static class Gbnf
             }
 
             DetectLeftRecursion();
+            LimitAmbiguity();
+        }
+
+        /// <summary>
+        /// Counts the stacks llama.cpp opens at each point where it can stand (a rule's start, after each terminal)
+        /// and refuses the grammar when one point opens more than <see cref="MaxOpenStacks"/>. A rule reference opens
+        /// the stacks of each of its alternatives; an alternative that can be empty also opens what follows the
+        /// reference. Where a rule may end, its caller's continuation counts one (a lower bound, so the limit is
+        /// never stricter than llama.cpp's real count). Runs after the left-recursion check, so the walk through rule
+        /// starts cannot loop.
+        /// </summary>
+        private void LimitAmbiguity()
+        {
+            var starts = new Dictionary<int, (double Open, bool MayBeEmpty)>();
+            var names = _symbols.ToDictionary(kv => kv.Value, kv => kv.Key);
+
+            (double Open, bool MayBeEmpty) Start(int id)
+            {
+                if (starts.TryGetValue(id, out var known))
+                {
+                    return known;
+                }
+
+                var rule = _rules[id];
+                double open = 0;
+                var empty = false;
+                var beginning = true;
+                for (var i = 0; i < rule.Count; i++)
+                {
+                    if (beginning)
+                    {
+                        var (o, e) = From(rule, i);
+                        open = Math.Min(open + o, 1e15);
+                        empty |= e;
+                        beginning = false;
+                    }
+
+                    if (rule[i].Kind == Kind.Alt)
+                    {
+                        beginning = true;
+                    }
+                }
+
+                return starts[id] = (open, empty);
+            }
+
+            // The stacks opened from position i of a rule up to the first terminal, and whether its end is reached
+            // (every way there leaves the same stack, which llama.cpp keeps once).
+            (double Open, bool ReachesEnd) From(List<Element> rule, int i)
+            {
+                double open = 0;
+                for (; i < rule.Count; i++)
+                {
+                    var e = rule[i];
+                    switch (e.Kind)
+                    {
+                        case Kind.Char:
+                            return (Math.Min(open + 1, 1e15), false);
+                        case Kind.Ref:
+                            var (o, empty) = Start(e.Value);
+                            open = Math.Min(open + o, 1e15);
+                            if (!empty)
+                            {
+                                return (open, false);
+                            }
+
+                            break;
+                        default:
+                            return (open, true);
+                    }
+                }
+
+                return (open, true);
+            }
+
+            foreach (var (id, rule) in _rules)
+            {
+                var (atStart, endsAtStart) = Start(id);
+                var worst = atStart + (endsAtStart ? 1 : 0);
+                for (var i = 0; i < rule.Count && worst <= MaxOpenStacks; i++)
+                {
+                    if (rule[i].Kind == Kind.Char)
+                    {
+                        var (open, ends) = From(rule, i + 1);
+                        worst = Math.Max(worst, open + (ends ? 1 : 0));
+                    }
+                }
+
+                if (worst > MaxOpenStacks)
+                {
+                    var shown = worst >= 1e15 ? "an unbounded number of" : worst.ToString("N0", System.Globalization.CultureInfo.InvariantCulture);
+                    throw new GrammarException(
+                        $"The grammar is too ambiguous: in rule '{BaseName(names, id)}' llama.cpp would follow {shown} alternatives at once " +
+                        $"(at most {MaxOpenStacks}); every token is checked against each of them. Merge alternatives that start alike.");
+                }
+            }
         }
 
         private void ParseRule()

@@ -59,6 +59,13 @@ public sealed class BadInputTests
         yield return Case("IgnoreEosMeetsAJsonFormat", """{"prompt": "a", "ignore_eos": true, "response_format": {"type": "json_object"}}""", 422, "ignore_eos", "must be able to end");
         yield return Case("AGrammarNests15000GroupsDeep", $$"""{"prompt": "a", "grammar": "root ::= {{new string('(', 15_000)}}\"a\"{{new string(')', 15_000)}}"}""", 422, "grammar", "nested more than 100 deep");
         yield return Case("ASchemaStringIsLongerThanLlamaCppRepeats", """{"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "minLength": 2500}}}}""", 422, "response_format", "'minLength' can be at most 1999");
+        yield return Case("AGrammarOpens25600StacksAtOnce", System.Text.Json.JsonSerializer.Serialize(new
+        {
+            prompt = "a",
+            grammar = "root ::= (" + string.Join(" | ", Enumerable.Range(0, 160).Select(i => $"a{i}")) + ")+\n"
+                      + string.Concat(Enumerable.Range(0, 160).Select(i => $"a{i} ::= b\n"))
+                      + "b ::= " + string.Join(" | ", Enumerable.Range(0, 160).Select(j => $"\"w{j}\"")),
+        }), 422, "grammar", "too ambiguous");
         yield return Case("AGrammarDoesNotParse", """{"prompt": "a", "grammar": "root ::= (\"x\""}""", 422, "grammar", "group is not closed (line 1, column 10)");
         yield return Case("AGrammarIsLeftRecursive", """{"prompt": "a", "grammar": "root ::= root \"x\" | \"y\""}""", 422, "grammar", "'root' is left-recursive");
         yield return Case("AGrammarMeetsAJsonFormat", """{"prompt": "a", "grammar": "root ::= \"x\"", "response_format": {"type": "json_object"}}""", 422, "grammar", "not both");

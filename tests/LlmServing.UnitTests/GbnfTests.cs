@@ -89,4 +89,55 @@ public sealed class GbnfTests
 
         Assert.That(Gbnf.Check(string.Join("\n", rules)), Is.Null);
     }
+
+    /// <summary>
+    /// <paramref name="outer"/> alternatives, each a rule that opens the same <paramref name="inner"/> alternatives:
+    /// llama.cpp keeps outer × inner stacks and checks every candidate token against each.
+    /// </summary>
+    private static string TwoLevels(int outer, int inner) =>
+        "root ::= (" + string.Join(" | ", Enumerable.Range(0, outer).Select(i => $"a{i}")) + ")+\n"
+        + string.Concat(Enumerable.Range(0, outer).Select(i => $"a{i} ::= b\n"))
+        + "b ::= " + string.Join(" | ", Enumerable.Range(0, inner).Select(j => $"\"w{j}\"")) + "\n";
+
+    [Test]
+    public void ShouldRefuseAsTooAmbiguous_WhenAValidGrammarOpens25600StacksAtOnce()
+    {
+        // The audit's 4.9 KB grammar: a job under it ran 4.6 s against a 1 s limit and stalled an unrelated job on
+        // the same worker for 4.1 s.
+        var grammar = TwoLevels(160, 160);
+        Assert.That(grammar.Length, Is.LessThan(6_000));
+
+        Assert.That(Gbnf.Check(grammar), Does.Contain("too ambiguous").And.Contain("25,600 alternatives at once"));
+    }
+
+    [Test]
+    public void ShouldRefuseAsTooAmbiguous_WhenNestedRepetitionsMultiplyTheStacks()
+    {
+        // Four levels of 10 alternatives in under 1 KB: 10,000 stacks (a variant took 111 s for one token offline).
+        var grammar = "root ::= l4\n" + string.Concat(Enumerable.Range(1, 3).Select(level =>
+            $"l{level + 1} ::= " + string.Join(" | ", Enumerable.Range(0, 10).Select(_ => $"l{level}")) + "\n"))
+            + "l1 ::= " + string.Join(" | ", Enumerable.Range(0, 10).Select(j => $"\"{j}\"")) + "\n";
+
+        Assert.That(Gbnf.Check(grammar), Does.Contain("too ambiguous"));
+    }
+
+    [Test]
+    public void ShouldAcceptUpToTheLimit_WhenAlternativesNestWithinIt()
+    {
+        // After a word, the repetition may also end: one stack more than outer × inner.
+        Assert.That(Gbnf.Check(TwoLevels(31, 33)), Is.Null, "31 × 33 + 1 = 1024 stacks");
+        Assert.That(Gbnf.Check(TwoLevels(32, 32)), Does.Contain("1,025 alternatives"));
+    }
+
+    [Test]
+    public void ShouldAcceptTheWidestGrammarsJsonSchemasProduce()
+    {
+        var values = string.Join(",", Enumerable.Range(0, 500).Select(i => $"\"v{i}\""));
+        var schema = System.Text.Json.JsonDocument.Parse($$$$"""
+            {"type": "object", "properties": {"e": {"enum": [{{{{values}}}}]}, "s": {"type": "string", "maxLength": 1999},
+             "n": {"type": ["integer", "number", "null"]}}}
+            """).RootElement;
+
+        Assert.That(Gbnf.Check(LlmServing.Producer.Jobs.JsonGrammar.ForSchema(schema)), Is.Null);
+    }
 }
