@@ -1,3 +1,6 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
 namespace LlmServing.Producer;
 
 /// <summary>Request bodies read with a cap, so an oversized one is refused without being held whole.</summary>
@@ -21,4 +24,13 @@ internal static class RequestBodies
 
         return buffer.ToArray();
     }
+
+    private static readonly JsonDocumentOptions Strict = new() { AllowDuplicateProperties = false };
+
+    /// <summary>
+    /// The body as a JSON object (null when it is JSON but not an object); a property given twice is a
+    /// <see cref="JsonException"/>, like any malformed body (a <see cref="JsonObject"/> would otherwise throw
+    /// <see cref="ArgumentException"/> on first use, a 500).
+    /// </summary>
+    public static JsonObject? ParseObject(byte[] bytes) => JsonNode.Parse(bytes, documentOptions: Strict) as JsonObject;
 }

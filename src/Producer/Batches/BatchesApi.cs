@@ -98,7 +98,7 @@ public static class BatchesApi
                     return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid character", $"'{field}' {problem}");
                 }
 
-                body = JsonNode.Parse(System.Text.Encoding.UTF8.GetString(bytes)) as JsonObject ?? throw new JsonException("The body must be a JSON object.");
+                body = RequestBodies.ParseObject(bytes) ?? throw new JsonException("The body must be a JSON object.");
             }
             catch (JsonException e)
             {

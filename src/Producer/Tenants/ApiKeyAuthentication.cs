@@ -101,6 +101,11 @@ public static class ApiKeyAuthentication
                 return Results.Problem(statusCode: StatusCodes.Status422UnprocessableEntity, title: "Invalid tenant", detail: "'tenant_id' is 1 to 64 characters.");
             }
 
+            if (TextInput.Problem(request.TenantId) is { } problem)
+            {
+                return Results.Problem(statusCode: StatusCodes.Status422UnprocessableEntity, title: "Invalid tenant", detail: "'tenant_id' " + problem);
+            }
+
             var (record, key) = await keys.CreateAsync(request.TenantId, ct);
             return Results.Created($"/v1/admin/keys/{record.Id}", new { id = record.Id, tenant_id = record.TenantId, key, prefix = record.Prefix, created_at = record.CreatedAt });
         }).WithSummary("Create an API key for a tenant (admin key; the key is shown once)");

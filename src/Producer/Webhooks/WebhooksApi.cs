@@ -58,7 +58,12 @@ public static class WebhooksApi
         try
         {
             var bytes = await RequestBodies.ReadLimitedAsync(http.Request.Body, 8192, ct);
-            body = bytes is null ? null : JsonNode.Parse(bytes) as JsonObject;
+            if (bytes is not null && TextInput.FirstUnstorable(bytes) is var (field, unstorable))
+            {
+                return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid character", $"'{field}' {unstorable}");
+            }
+
+            body = bytes is null ? null : RequestBodies.ParseObject(bytes);
         }
         catch (System.Text.Json.JsonException)
         {
