@@ -145,8 +145,9 @@ internal sealed class ActiveSequence : IDisposable, IRunningSequence
         var tokens = pending.Tokens!;
         var conversation = hit.Entry is { } entry ? cache!.Start(entry, hit.Length) : executor.Create();
         conversation.Prompt(tokens.AsSpan(hit.Length));
-        var sequence = new ActiveSequence(pending, conversation, SamplerFactory.Create(pending.Request.Parameters, grammarBans),
-            new StreamingTokenDecoder(executor.Context), need);
+        ActiveSequence? self = null;
+        var sampler = SamplerFactory.Create(pending.Request.Parameters, grammarBans, () => self?.MustStop() ?? false);
+        var sequence = self = new ActiveSequence(pending, conversation, sampler, new StreamingTokenDecoder(executor.Context), need);
         if (hit.Entry is { } shared)
         {
             sequence.Share(shared, hit.Length);
@@ -169,7 +170,9 @@ internal sealed class ActiveSequence : IDisposable, IRunningSequence
         for (var k = 1; k < p.N; k++)
         {
             var parameters = p.Seed is { } seed ? p with { Seed = unchecked(seed + (uint)k) } : p;
-            yield return new ActiveSequence(Pending, Conversation.Fork(), SamplerFactory.Create(parameters, grammarBans),
+            ActiveSequence? self = null;
+            var sampler = SamplerFactory.Create(parameters, grammarBans, () => self?.MustStop() ?? false);
+            yield return self = new ActiveSequence(Pending, Conversation.Fork(), sampler,
                 new StreamingTokenDecoder(Conversation.Executor.Context), p.MaxTokens)
             {
                 ChoiceIndex = k,
@@ -196,6 +199,9 @@ internal sealed class ActiveSequence : IDisposable, IRunningSequence
             _sharedWith = null;
         }
     }
+
+    /// <summary>True once the sequence must end: cancelled, abandoned by its consumer or over its time limit.</summary>
+    public bool MustStop() => Pending.IsAbandoned || EndBeforeSampling() is not null;
 
     /// <summary>Why the sequence must end before it samples again (cancelled, over its time limit); null to go on.</summary>
     public string? EndBeforeSampling() =>

@@ -275,7 +275,27 @@ public sealed class BatchScheduler(
 
             // The model's distribution, copied before the sampler chain reads it (only when asked: a copy per token).
             var logits = s.Pending.Request.Parameters.Logprobs ? s.Conversation.Sample(0).ToArray() : null;
-            var token = s.Conversation.Sample(s.Sampler);
+            LLama.Native.LLamaToken token;
+            try
+            {
+                token = s.Conversation.Sample(s.Sampler);
+            }
+            catch (SamplingInterruptedException)
+            {
+                // Cancelled or out of time while its grammar was checking the vocabulary: it ends now, not after the
+                // whole pass. The sampler stays unused (nothing was accepted), and the sequence is disposed.
+                if (s.Pending.IsAbandoned)
+                {
+                    s.Dispose();
+                    active.RemoveAt(i);
+                }
+                else
+                {
+                    Finish(active, i, s.EndBeforeSampling() ?? "cancelled");
+                }
+
+                continue;
+            }
             if (token.IsEndOfGeneration(vocab) && !s.Pending.Request.Parameters.IgnoreEos)
             {
                 Finish(active, i, "stop");

@@ -15,8 +15,31 @@ public static class SamplerFactory
 
     /// <param name="p">The request's parameters.</param>
     /// <param name="grammarBans">Tokens never sampled under a grammar (see <see cref="InvalidUtf8Starts"/>).</param>
-    public static ISamplingPipeline Create(GenerationParameters p, IReadOnlyCollection<int>? grammarBans = null)
+    /// <param name="interrupted">
+    /// Under a grammar: true once the sequence must stop (cancelled, over its time limit); the grammar's slow path asks
+    /// it between chunks of the vocabulary and throws <see cref="SamplingInterruptedException"/>.
+    /// </param>
+    public static ISamplingPipeline Create(GenerationParameters p, IReadOnlyCollection<int>? grammarBans = null, Func<bool>? interrupted = null)
     {
+        if (p.Grammar is { } gbnf)
+        {
+            // Written by the Producer from a JSON schema or checked there, never unchecked. Sample() feeds the grammar
+            // the token it picked; nothing else may (a second accept aborts llama.cpp).
+            return new GrammarSamplingPipeline(new Grammar(gbnf, "root"), interrupted ?? (() => false))
+            {
+                Temperature = p.Temperature,
+                TopP = p.TopP,
+                TopK = p.TopK,
+                MinP = p.MinP,
+                RepeatPenalty = p.RepetitionPenalty,
+                FrequencyPenalty = p.FrequencyPenalty,
+                PresencePenalty = p.PresencePenalty,
+                PenaltyCount = PenaltyWindow,
+                LogitBias = Bias(p, grammarBans),
+                Seed = p.Seed ?? (uint)Random.Shared.Next(),
+            };
+        }
+
         var shaped = p.TopK > 0 || p.MinP > 0f || p.FrequencyPenalty != 0f || p.PresencePenalty != 0f
                      || Math.Abs(p.RepetitionPenalty - 1f) > 1e-6f || p.LogitBias is { Count: > 0 } || p.Grammar is not null;
         if (p.Temperature <= 0f && !p.IgnoreEos && !shaped)
@@ -39,9 +62,6 @@ public static class SamplerFactory
             PenaltyCount = PenaltyWindow,
             LogitBias = Bias(p, grammarBans),
             Seed = p.Seed ?? (uint)Random.Shared.Next(),
-            // Written by the Producer from a JSON schema, never by a client. Sample() feeds the grammar the token it
-            // picked; nothing else may (a second accept aborts llama.cpp).
-            Grammar = p.Grammar is { } gbnf ? new Grammar(gbnf, "root") : null,
         };
     }
 
