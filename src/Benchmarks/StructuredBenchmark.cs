@@ -3,6 +3,7 @@ using System.Text.Json;
 using LlmServing.Contracts;
 using LlmServing.GpuWorker.Inference;
 using LlmServing.Producer.Jobs;
+using LlmServing.Grammar;
 
 namespace LlmServing.Benchmarks;
 

@@ -4,6 +4,7 @@ using LLama.Native;
 using LLama.Sampling;
 using LlmServing.GpuWorker.Inference;
 using LlmServing.Tests.Infrastructure;
+using LlamaGrammar = LLama.Sampling.Grammar;
 
 namespace LlmServing.Tests;
 
@@ -65,8 +66,8 @@ public sealed class GrammarSamplingTests
     [TestCase(42u)]
     public void ShouldWriteWhatLlamaSharpWrites_WhenTheVocabularyGoesThroughTheGrammarInChunks(uint seed)
     {
-        using var reference = new DefaultSamplingPipeline { Temperature = 1, TopK = 40, TopP = 0.95f, MinP = 0.05f, Seed = seed, Grammar = new Grammar(Gbnf, "root") };
-        using var chunked = new GrammarSamplingPipeline(new Grammar(Gbnf, "root"), () => false)
+        using var reference = new DefaultSamplingPipeline { Temperature = 1, TopK = 40, TopP = 0.95f, MinP = 0.05f, Seed = seed, Grammar = new LlamaGrammar(Gbnf, "root") };
+        using var chunked = new GrammarSamplingPipeline(new LlamaGrammar(Gbnf, "root"), () => false)
         {
             Temperature = 1, TopK = 40, TopP = 0.95f, MinP = 0.05f, Seed = seed, ChunkSize = 64,
         };
@@ -85,7 +86,7 @@ public sealed class GrammarSamplingTests
     public void ShouldStopBetweenChunks_WhenTheSequenceIsCancelledDuringTheGrammarsPass()
     {
         var asked = 0;
-        using var pipeline = new GrammarSamplingPipeline(new Grammar(Gbnf, "root"), () => ++asked > 2)
+        using var pipeline = new GrammarSamplingPipeline(new LlamaGrammar(Gbnf, "root"), () => ++asked > 2)
         {
             Temperature = 1, Seed = 3, ChunkSize = 64,
         };

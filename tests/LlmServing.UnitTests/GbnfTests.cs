@@ -1,4 +1,4 @@
-using LlmServing.Contracts;
+using LlmServing.Grammar;
 
 namespace LlmServing.Tests;
 
@@ -59,8 +59,8 @@ public sealed class GbnfTests
              "required": ["a"], "$defs": {"n": {"type": "object", "properties": {"c": {"$ref": "#/$defs/n"}}}}}
             """).RootElement;
 
-        Assert.That(Gbnf.Check(LlmServing.Producer.Jobs.JsonGrammar.ForSchema(schema)), Is.Null);
-        Assert.That(Gbnf.Check(LlmServing.Producer.Jobs.JsonGrammar.ForAnyObject()), Is.Null);
+        Assert.That(Gbnf.Check(JsonGrammar.ForSchema(schema)), Is.Null);
+        Assert.That(Gbnf.Check(JsonGrammar.ForAnyObject()), Is.Null);
     }
 
     [Test]
@@ -138,6 +138,6 @@ public sealed class GbnfTests
              "n": {"type": ["integer", "number", "null"]}}}
             """).RootElement;
 
-        Assert.That(Gbnf.Check(LlmServing.Producer.Jobs.JsonGrammar.ForSchema(schema)), Is.Null);
+        Assert.That(Gbnf.Check(JsonGrammar.ForSchema(schema)), Is.Null);
     }
 }

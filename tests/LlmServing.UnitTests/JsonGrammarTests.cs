@@ -1,5 +1,5 @@
 using System.Text.Json;
-using LlmServing.Producer.Jobs;
+using LlmServing.Grammar;
 
 namespace LlmServing.Tests;
 
@@ -121,7 +121,7 @@ public sealed class JsonGrammarTests
 
         var grammar = Grammar($"{{\"type\": \"object\", \"properties\": {{{properties}}}}}");
 
-        Assert.That(LlmServing.Contracts.Gbnf.Check(grammar), Is.Null, $"{grammar.Length} characters");
+        Assert.That(Gbnf.Check(grammar), Is.Null, $"{grammar.Length} characters");
     }
 
     [TestCase("""{"type": "object", "properties": 5}""", "properties")]

@@ -1,6 +1,7 @@
 using System.Buffers;
 using LLama.Native;
 using LLama.Sampling;
+using LlamaGrammar = LLama.Sampling.Grammar;
 
 namespace LlmServing.GpuWorker.Inference;
 
@@ -24,13 +25,13 @@ public sealed class GrammarSamplingPipeline : BaseSamplingPipeline
 
     /// <param name="grammar">The grammar, start rule included.</param>
     /// <param name="interrupted">True once the sequence must stop (asked between chunks of the slow path).</param>
-    public GrammarSamplingPipeline(Grammar grammar, Func<bool> interrupted)
+    public GrammarSamplingPipeline(LlamaGrammar grammar, Func<bool> interrupted)
     {
         Grammar = grammar;
         _interrupted = interrupted;
     }
 
-    public Grammar Grammar { get; }
+    public LlamaGrammar Grammar { get; }
 
     /// <summary>Tokens the grammar checks per native call on the slow path.</summary>
     public int ChunkSize { get; init; } = 1024;

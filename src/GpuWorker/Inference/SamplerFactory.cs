@@ -1,6 +1,8 @@
 using LLama.Native;
 using LLama.Sampling;
 using LlmServing.Contracts;
+using LlmServing.Grammar;
+using LlamaGrammar = LLama.Sampling.Grammar;
 
 namespace LlmServing.GpuWorker.Inference;
 
@@ -25,7 +27,7 @@ public static class SamplerFactory
         {
             // Written by the Producer from a JSON schema or checked there, never unchecked. Sample() feeds the grammar
             // the token it picked; nothing else may (a second accept aborts llama.cpp).
-            return new GrammarSamplingPipeline(new Grammar(gbnf, "root"), interrupted ?? (() => false))
+            return new GrammarSamplingPipeline(new LlamaGrammar(gbnf, "root"), interrupted ?? (() => false))
             {
                 Temperature = p.Temperature,
                 TopP = p.TopP,

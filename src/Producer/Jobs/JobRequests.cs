@@ -1,5 +1,7 @@
 using System.Text.Json;
 using LlmServing.Contracts;
+using LlmServing.Grammar;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Jobs;
 

@@ -2,11 +2,12 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 
-namespace LlmServing.Producer.Jobs;
+namespace LlmServing.Grammar;
 
 /// <summary>A schema this system cannot turn into a grammar; <see cref="Keyword"/> names what is not supported.</summary>
 public sealed class UnsupportedSchemaException(string keyword, string message) : Exception(message)
 {
+    /// <summary>The keyword (or part of the request) that cannot be honoured, to name in the 422.</summary>
     public string Keyword { get; } = keyword;
 }
 

@@ -1,4 +1,4 @@
-namespace LlmServing.Contracts;
+namespace LlmServing.Grammar;
 
 /// <summary>
 /// Checks a llama.cpp grammar (GBNF) before it reaches the native parser. llama.cpp answers an invalid grammar with a
