@@ -7,6 +7,7 @@ using LlmServing.Producer.Webhooks;
 using System.Text.Json;
 using LlmServing.Producer.Batches;
 using LlmServing.Producer.Files;
+using LlmServing.Producer.Http;
 using LlmServing.Producer.Jobs;
 using LlmServing.Producer.Messaging;
 using LlmServing.Producer.Tenants;

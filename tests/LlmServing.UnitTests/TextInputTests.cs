@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using LlmServing.Contracts;
-using LlmServing.Producer;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Tests;
 

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using LlmServing.Contracts;
 using LlmServing.Producer.Jobs;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Batches;
 

@@ -2,11 +2,11 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Hangfire;
 using LlmServing.Contracts;
-using LlmServing.Producer.Files;
 using LlmServing.ResultStore.Batches;
 using LlmServing.ResultStore.Files;
 using LlmServing.Producer.Tenants;
 using Microsoft.Extensions.Options;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Batches;
 
@@ -63,7 +63,7 @@ public static class BatchesApi
                 return BadEndpoint(endpoint);
             }
 
-            FilesApi.AllowBody(http, o.MaxFileBytes);
+            RequestBodies.AllowBody(http, o.MaxFileBytes);
             try
             {
                 var uploaded = await files.CreateAsync(http.HttpContext.Tenant(), "upload.jsonl", "batch", http.Body, o.MaxFileBytes, ct);

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Extensions.Options;
 using Microsoft.Net.Http.Headers;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Files;
 
@@ -46,7 +47,7 @@ public static class FilesApi
                 "Upload files as multipart/form-data with a 'file' part and 'purpose=batch'.");
         }
 
-        AllowBody(http, o.MaxFileBytes + (1 << 20));
+        RequestBodies.AllowBody(http, o.MaxFileBytes + (1 << 20));
         var reader = new MultipartReader(boundary, http.Body);
         string? purpose = null;
         StoredFile? stored = null;
@@ -200,19 +201,4 @@ public static class FilesApi
 
         return Results.Stream(files.OpenRead(f.Id), "application/jsonl", fileDownloadName: null);
     }
-
-    /// <summary>Raises Kestrel's body limit for this request (uploads are larger than API calls).</summary>
-    internal static void AllowBody(HttpRequest http, long bytes)
-    {
-        if (http.HttpContext.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
-        {
-            limit.MaxRequestBodySize = bytes;
-        }
-    }
-}
-
-internal static class Problems
-{
-    public static IResult Of(int status, string title, string detail) =>
-        TypedResults.Problem(statusCode: status, title: title, detail: detail);
 }

@@ -1,11 +1,20 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace LlmServing.Producer;
+namespace LlmServing.Producer.Http;
 
 /// <summary>Request bodies read with a cap, so an oversized one is refused without being held whole.</summary>
 internal static class RequestBodies
 {
+    /// <summary>Raises Kestrel's body limit for this request (uploads are larger than API calls).</summary>
+    public static void AllowBody(HttpRequest http, long bytes)
+    {
+        if (http.HttpContext.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+        {
+            limit.MaxRequestBodySize = bytes;
+        }
+    }
+
     /// <summary>Reads the body up to <paramref name="limit"/> bytes; null when it is longer.</summary>
     public static async Task<byte[]?> ReadLimitedAsync(Stream body, int limit, CancellationToken ct)
     {

@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace LlmServing.Producer;
+namespace LlmServing.Producer.Http;
 
 /// <summary>
 /// What text the system can store. PostgreSQL's <c>text</c>, <c>varchar</c> and <c>jsonb</c> cannot hold a NUL

@@ -1,12 +1,12 @@
 using System.Security.Cryptography;
 using System.Text.Json;
 using LlmServing.Contracts;
-using LlmServing.Producer.Files;
 using LlmServing.Producer.Tenants;
 using LlmServing.Producer.Webhooks;
 using LlmServing.ResultStore.Jobs;
 using LlmServing.ResultStore.Webhooks;
 using Microsoft.Extensions.Options;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Jobs;
 

@@ -6,8 +6,8 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Options;
 using Microsoft.OpenApi;
-using LlmServing.Producer.Files;
 using LlmServing.Producer.Tenants;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Jobs;
 

@@ -2,12 +2,12 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using LlmServing.Contracts;
 using LlmServing.Producer.Batches;
-using LlmServing.Producer.Files;
 using LlmServing.Producer.Tenants;
 using LlmServing.ResultStore.Batches;
 using LlmServing.ResultStore.Jobs;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Options;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Jobs;
 

@@ -1,12 +1,12 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using LlmServing.Producer.Files;
 using LlmServing.Producer.Jobs;
 using LlmServing.Producer.Tenants;
 using LlmServing.ResultStore.Jobs;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Options;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Streaming;
 

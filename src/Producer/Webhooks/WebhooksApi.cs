@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
-using LlmServing.Producer.Files;
 using LlmServing.Producer.Tenants;
 using LlmServing.ResultStore.Webhooks;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Webhooks;
 
