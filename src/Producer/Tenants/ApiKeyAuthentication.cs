@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using LlmServing.ResultStore.Tenants;
 using Microsoft.Extensions.Options;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Tenants;
 
@@ -96,14 +97,9 @@ public static class ApiKeyAuthentication
         var admin = app.MapGroup("/v1/admin").WithTags("Admin");
         admin.MapPost("/keys", async (CreateKeyRequest request, ApiKeyStore keys, CancellationToken ct) =>
         {
-            if (string.IsNullOrWhiteSpace(request.TenantId) || request.TenantId.Length > 64)
+            if (TenantIds.Problem(request.TenantId) is { } problem)
             {
-                return Results.Problem(statusCode: StatusCodes.Status422UnprocessableEntity, title: "Invalid tenant", detail: "'tenant_id' is 1 to 64 characters.");
-            }
-
-            if (TextInput.Problem(request.TenantId) is { } problem)
-            {
-                return Results.Problem(statusCode: StatusCodes.Status422UnprocessableEntity, title: "Invalid tenant", detail: "'tenant_id' " + problem);
+                return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid tenant", $"'tenant_id': {problem}");
             }
 
             var (record, key) = await keys.CreateAsync(request.TenantId, ct);

@@ -1,9 +1,9 @@
 using System.Collections.Concurrent;
-using LlmServing.Producer.Files;
 using LlmServing.Producer.Tenants;
 using LlmServing.ResultStore.Retention;
 using LlmServing.ResultStore.Tenants;
 using Prometheus;
+using LlmServing.Producer.Http;
 
 namespace LlmServing.Producer.Usage;
 
@@ -39,18 +39,15 @@ public static class UsageApi
 
     public sealed record SettingsRequest(int? JobRetentionDays, long? MaxEnqueuedTokens);
 
-    /// <summary>A tenant id a setting can be stored under: 1 to 64 characters, no NUL.</summary>
-    internal static bool ValidTenant(string tenant) => tenant.Length is > 0 and <= 64 && !TextInput.HasNul(tenant);
-
     /// <summary>A tenant's overrides (null: the deployment's default): retention 1 to 3650 days, max enqueued tokens 0 (no limit) or more.</summary>
     internal static bool ValidSettings(int? jobRetentionDays, long? maxEnqueuedTokens) =>
         jobRetentionDays is not (< 1 or > 3650) && maxEnqueuedTokens is not < 0;
 
     private static async Task<IResult> SetSettingsAsync(string tenant, SettingsRequest request, TenantSettingsStore settings, CancellationToken ct)
     {
-        if (!ValidTenant(tenant))
+        if (Tenants.TenantIds.Problem(tenant) is { } problem)
         {
-            return Problems.Of(StatusCodes.Status400BadRequest, "Invalid tenant", "A tenant id has 1 to 64 characters.");
+            return Problems.Of(StatusCodes.Status400BadRequest, "Invalid tenant", problem);
         }
 
         if (!ValidSettings(request.JobRetentionDays, request.MaxEnqueuedTokens))

@@ -40,13 +40,18 @@ public sealed class TenantsModel(ConsoleQueries queries, ApiKeyStore keys, Tenan
         }
 
         tenant = tenant?.Trim();
-        if (Viewer.KeysOff || string.IsNullOrEmpty(tenant) || tenant.Length > 64)
+        if (Viewer.KeysOff)
         {
-            return Back("/console/tenants", "A tenant id is 1 to 64 characters (and keys need Producer:AdminKey).");
+            return Back("/console/tenants", "Keys need Producer:AdminKey.");
+        }
+
+        if (LlmServing.Producer.Tenants.TenantIds.Problem(tenant) is { } problem)
+        {
+            return Back("/console/tenants", problem);
         }
 
         // Rendered, not redirected: the key must never appear in a URL or a later page.
-        (_, NewKey) = await keys.CreateAsync(tenant, ct);
+        (_, NewKey) = await keys.CreateAsync(tenant!, ct);
         NewKeyTenant = tenant;
         await LoadAsync(ct);
         return Page();
@@ -71,9 +76,9 @@ public sealed class TenantsModel(ConsoleQueries queries, ApiKeyStore keys, Tenan
             return forbidden;
         }
 
-        if (!Usage.UsageApi.ValidTenant(tenant))
+        if (LlmServing.Producer.Tenants.TenantIds.Problem(tenant) is { } invalid)
         {
-            return Back("/console/tenants", "A tenant id has 1 to 64 characters.");
+            return Back("/console/tenants", invalid);
         }
 
         int? days = null;
