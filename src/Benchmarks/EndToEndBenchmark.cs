@@ -40,7 +40,7 @@ public static class EndToEndBenchmark
         while (true)
         {
             await using var count = new NpgsqlCommand(
-                "SELECT count(*) FROM jobs WHERE id = ANY(@ids) AND status IN ('succeeded','failed','cancelled','expired')", connection);
+                "SELECT count(*) FROM jobs WHERE id = ANY(@ids) AND status IN " + LlmServing.ResultStore.StatusSql.FinalJobs, connection);
             count.Parameters.AddWithValue("ids", ids);
             if ((long)(await count.ExecuteScalarAsync())! == ids.Length)
             {

@@ -92,6 +92,6 @@ internal sealed class BatchConfiguration : IEntityTypeConfiguration<Batch>
         builder.Property(b => b.WebhookUrl).HasMaxLength(2048);
         builder.HasIndex(b => b.CreatedAt)
             .HasDatabaseName("ix_batches_event_owed")
-            .HasFilter("event_sent_at IS NULL AND status IN ('completed', 'failed', 'cancelled', 'expired')");
+            .HasFilter("event_sent_at IS NULL AND status IN " + StatusSql.FinalBatches);
     }
 }

@@ -42,7 +42,7 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
         // Retention and usage read final jobs by when they finished.
         builder.HasIndex(j => j.FinishedAt)
             .HasDatabaseName("ix_jobs_final_finished")
-            .HasFilter("status IN ('succeeded', 'failed', 'cancelled', 'expired')");
+            .HasFilter("status IN " + StatusSql.FinalJobs);
         // Listing a tenant's jobs, newest first (GET /v1/jobs; batch lines are listed only on request).
         builder.HasIndex(j => new { j.TenantId, j.Id })
             .HasDatabaseName("ix_jobs_tenant_interactive")
@@ -62,6 +62,6 @@ internal sealed class JobConfiguration : IEntityTypeConfiguration<Job>
         // The event dispatcher looks for final jobs whose event is owed.
         builder.HasIndex(j => j.Id)
             .HasDatabaseName("ix_jobs_event_owed")
-            .HasFilter("event_sent_at IS NULL AND status IN ('succeeded', 'failed', 'cancelled', 'expired')");
+            .HasFilter("event_sent_at IS NULL AND status IN " + StatusSql.FinalJobs);
     }
 }

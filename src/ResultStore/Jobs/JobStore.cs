@@ -340,7 +340,7 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
                   completion_tokens = r.completion, cached_tokens = r.cached, logprobs = r.logprobs::jsonb, choices = r.choices::jsonb,
                   finished_at = $10, partial_text = NULL, error = NULL
                 FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS r(id, status, text, finish, prompt, completion, cached, logprobs, choices),
-                     ({LockInIdOrder("status NOT IN ('succeeded', 'failed', 'cancelled', 'expired')")}) AS l
+                     ({LockInIdOrder("status NOT IN " + StatusSql.FinalJobs)}) AS l
                 WHERE j.id = r.id AND j.id = l.id
                 RETURNING j.id
                 """);

@@ -12,8 +12,8 @@ public sealed record UsageRow(string TenantId, DateOnly Day, long Jobs, long Pro
 /// </summary>
 public sealed class RetentionStore(NpgsqlDataSource data, TimeProvider clock)
 {
-    private const string FinalJobs = "('succeeded', 'failed', 'cancelled', 'expired')";
-    private const string FinalBatches = "('completed', 'failed', 'cancelled', 'expired')";
+    private const string FinalJobs = StatusSql.FinalJobs;
+    private const string FinalBatches = StatusSql.FinalBatches;
 
     /// <summary>
     /// Adds the usage of the jobs a preceding CTE named <c>gone</c> deleted (its rows: tenant_id, day, prompt_tokens,

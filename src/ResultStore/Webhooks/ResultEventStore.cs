@@ -31,8 +31,8 @@ public sealed record NewWebhookDelivery(Guid Id, string TenantId, string EventTy
 /// </summary>
 public sealed class ResultEventStore(NpgsqlDataSource data, TimeProvider clock)
 {
-    private const string FinalJobs = "('succeeded', 'failed', 'cancelled', 'expired')";
-    private const string FinalBatches = "('completed', 'failed', 'cancelled', 'expired')";
+    private const string FinalJobs = StatusSql.FinalJobs;
+    private const string FinalBatches = StatusSql.FinalBatches;
 
     public async Task<EventClaim<OwedJobEvent>> ClaimJobsAsync(int limit, CancellationToken ct)
     {
