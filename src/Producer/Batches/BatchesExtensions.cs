@@ -8,6 +8,7 @@ public static class BatchesExtensions
     /// </summary>
     public static WebApplicationBuilder AddBatches(this WebApplicationBuilder builder)
     {
+        builder.Services.AddSingleton<CreateBatch>();
         builder.Services.AddIngestionHangfire(builder.Configuration.GetConnectionString("Postgres")!);
         builder.Services.AddHostedService<BatchFinalizer>();
         builder.Services.AddHostedService<BatchReleaser>();

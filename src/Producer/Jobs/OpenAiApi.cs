@@ -54,54 +54,87 @@ public static class OpenAiApi
             return invalid!;
         }
 
-        if (chat ? request.Prompt is not null || request.Messages is null : request.Messages is not null || request.Prompt is null)
-        {
-            return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid request",
-                chat ? "/v1/chat/completions takes 'messages' (not 'prompt')." : "/v1/completions takes 'prompt' as one string (not 'messages').");
-        }
-
-        if (request.QueueTimeoutSeconds is not null || request.WebhookUrl is not null)
-        {
-            return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid request",
-                "'queue_timeout_seconds' and 'webhook_url' are for queued jobs (POST /v1/jobs); this endpoint waits for its result.");
-        }
-
         var (stream, includeUsage, streamProblem) = StreamFields(request);
-        if (streamProblem is not null)
+        if ((EndpointProblem(request, chat) ?? streamProblem) is { } problem)
         {
-            return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid request", streamProblem);
+            return Problems.Of(StatusCodes.Status422UnprocessableEntity, "Invalid request", problem);
         }
 
         var model = request.OtherFields?.TryGetValue("model", out var m) == true && m.ValueKind == JsonValueKind.String ? m.GetString() : null;
-        var (job, _, problem) = await submitter.SubmitAsync(http, request, ct);
-        if (problem is not null)
+        var (job, _, refused) = await submitter.SubmitAsync(http, request, ct);
+        if (refused is not null)
         {
-            return problem;
+            return refused;
         }
 
-        var tenant = http.Tenant();
-        var final = false;
-        try
-        {
-            // Workers may be at zero: wait for one to start the job, up to the start timeout.
-            job = await follower.WaitStartedAsync(job!.Id, tenant, o.SyncStartTimeout, ct);
-            if (job is { Status: JobStatuses.Queued })
-            {
-                final = await store.CancelAsync(job.Id, tenant, CancellationToken.None) is not null;
-                http.Response.Headers.RetryAfter = "10";
-                return Problems.Of(StatusCodes.Status503ServiceUnavailable, "No worker available",
-                    $"No worker started the job within {o.SyncStartTimeout.TotalSeconds:0} s (workers may be starting from zero); it was cancelled. Retry, or queue it with POST /v1/jobs.");
-            }
+        var wait = new SyncWait(http, chat, model, store, follower, o, logs.CreateLogger(typeof(OpenAiApi)));
+        return await wait.AnswerAsync(job!, stream ? new ChunkWriter(http, chat, job!.Id, model, includeUsage) : null);
+    }
 
-            var id = job!.Id;
-            using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            limit.CancelAfter(o.SyncTimeout);
-            var chunks = stream ? new ChunkWriter(http, chat, id, model, includeUsage) : null;
+    /// <summary>What this endpoint refuses that <c>/v1/jobs</c> takes: the other endpoint's input, and the queued-job options.</summary>
+    private static string? EndpointProblem(CreateJobRequest request, bool chat)
+    {
+        if (chat ? request.Prompt is not null || request.Messages is null : request.Messages is not null || request.Prompt is null)
+        {
+            return chat ? "/v1/chat/completions takes 'messages' (not 'prompt')." : "/v1/completions takes 'prompt' as one string (not 'messages').";
+        }
+
+        return request.QueueTimeoutSeconds is not null || request.WebhookUrl is not null
+            ? "'queue_timeout_seconds' and 'webhook_url' are for queued jobs (POST /v1/jobs); this endpoint waits for its result."
+            : null;
+    }
+
+    /// <summary>
+    /// Waits for a submitted job as the synchronous endpoints do: for a worker to start it (up to
+    /// <see cref="ProducerOptions.SyncStartTimeout"/>, since workers may be at zero), then for its end (up to
+    /// <see cref="ProducerOptions.SyncTimeout"/>), streaming its deltas when asked. A job that cannot be answered
+    /// (no worker, too slow, the client left) is cancelled, never left running for nobody.
+    /// </summary>
+    private sealed class SyncWait(
+        HttpContext http, bool chat, string? model, JobStore store, Streaming.JobFollower follower, ProducerOptions o, ILogger logger)
+    {
+        private readonly string _tenant = http.Tenant();
+        private bool _final;
+
+        public async Task<IResult> AnswerAsync(Job job, ChunkWriter? chunks)
+        {
+            var ct = http.RequestAborted;
             try
             {
-                await foreach (var update in follower.FollowAsync(id, tenant, 0, TimeSpan.FromSeconds(15), limit.Token))
+                var started = await follower.WaitStartedAsync(job.Id, _tenant, o.SyncStartTimeout, ct);
+                if (started is { Status: JobStatuses.Queued })
                 {
-                    job = update.Job;
+                    _final = await store.CancelAsync(job.Id, _tenant, CancellationToken.None) is not null;
+                    http.Response.Headers.RetryAfter = "10";
+                    return Problems.Of(StatusCodes.Status503ServiceUnavailable, "No worker available",
+                        $"No worker started the job within {o.SyncStartTimeout.TotalSeconds:0} s (workers may be starting from zero); it was cancelled. Retry, or queue it with POST /v1/jobs.");
+                }
+
+                return await FollowAsync(started?.Id ?? job.Id, chunks);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return Results.Empty; // the client left; the finally cancels its job
+            }
+            finally
+            {
+                if (!_final && ct.IsCancellationRequested)
+                {
+                    await store.CancelAsync(job.Id, _tenant, CancellationToken.None);
+                    logger.LogInformation("Client disconnected: job {JobId} cancelled", job.Id);
+                }
+            }
+        }
+
+        private async Task<IResult> FollowAsync(Guid id, ChunkWriter? chunks)
+        {
+            var ct = http.RequestAborted;
+            using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            limit.CancelAfter(o.SyncTimeout);
+            try
+            {
+                await foreach (var update in follower.FollowAsync(id, _tenant, 0, TimeSpan.FromSeconds(15), limit.Token))
+                {
                     if (chunks is not null && update.Delta is not null)
                     {
                         await chunks.DeltaAsync(update.Delta, ct);
@@ -109,7 +142,7 @@ public static class OpenAiApi
 
                     if (update.IsFinal && update.Delta is null)
                     {
-                        final = true;
+                        _final = true;
                         if (chunks is null)
                         {
                             return Answer(update.Job, chat, model);
@@ -122,30 +155,18 @@ public static class OpenAiApi
             }
             catch (OperationCanceledException) when (limit.IsCancellationRequested && !ct.IsCancellationRequested)
             {
-                final = await store.CancelAsync(id, tenant, CancellationToken.None) is not null;
+                _final = await store.CancelAsync(id, _tenant, CancellationToken.None) is not null;
+                var message = $"The job did not finish within {o.SyncTimeout.TotalSeconds:0} s; it was cancelled.";
                 if (chunks is { Started: true })
                 {
-                    await chunks.ErrorAsync($"The job did not finish within {o.SyncTimeout.TotalSeconds:0} s; it was cancelled.", ct);
+                    await chunks.ErrorAsync(message, ct);
                     return Results.Empty;
                 }
 
-                return Problems.Of(StatusCodes.Status504GatewayTimeout, "Generation took too long",
-                    $"The job did not finish within {o.SyncTimeout.TotalSeconds:0} s; it was cancelled.");
+                return Problems.Of(StatusCodes.Status504GatewayTimeout, "Generation took too long", message);
             }
 
             return Problems.Of(StatusCodes.Status500InternalServerError, "Job lost", "The job row disappeared.");
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
-            return Results.Empty; // the client left; the finally cancels its job
-        }
-        finally
-        {
-            if (!final && ct.IsCancellationRequested && job is not null)
-            {
-                await store.CancelAsync(job.Id, tenant, CancellationToken.None);
-                logs.CreateLogger(typeof(OpenAiApi)).LogInformation("Client disconnected: job {JobId} cancelled", job.Id);
-            }
         }
     }
 
