@@ -217,52 +217,106 @@ internal static class JobRequestValidator
     public static (GenerationParameters? Parameters, List<ChatMessage>? Messages, Dictionary<string, string[]> Errors) Validate(
         CreateJobRequest r, ProducerOptions options)
     {
-        var errors = new Dictionary<string, List<string>>();
-        void Error(string field, string message)
+        var check = new RequestCheck(r, options);
+        var messages = check.Input();
+        var maxTokens = check.MaxTokens();
+        var (temperature, topP) = check.Sampling();
+        var stop = check.Stop();
+        check.Limits();
+        var logitBias = check.LogitBias();
+        foreach (var (field, message) in UnsupportedFields(r))
         {
-            if (!errors.TryGetValue(field, out var list))
+            check.Error(field, message);
+        }
+
+        var logprobs = check.Logprobs();
+        var grammar = check.Grammar();
+        if (check.Errors.Count > 0)
+        {
+            return (null, null, check.Errors.ToDictionary(e => e.Key, e => e.Value.ToArray()));
+        }
+
+        var parameters = new GenerationParameters
+        {
+            MaxTokens = maxTokens, Temperature = temperature, TopP = topP, Seed = r.Seed, Stop = stop,
+            IgnoreEos = r.IgnoreEos ?? false, MaxGenerationSeconds = r.MaxGenerationSeconds,
+            TopK = r.TopK ?? 0, MinP = r.MinP ?? 0f, FrequencyPenalty = r.FrequencyPenalty ?? 0f, PresencePenalty = r.PresencePenalty ?? 0f,
+            RepetitionPenalty = r.RepetitionPenalty ?? 1f, LogitBias = logitBias.Count > 0 ? logitBias : null,
+            Grammar = grammar,
+            Logprobs = logprobs, TopLogprobs = r.TopLogprobs ?? 0, N = r.N ?? 1,
+        };
+        return (parameters, messages, []);
+    }
+
+    /// <summary>One request's checks, each collecting its errors by field (in the order a reader meets the fields).</summary>
+    private sealed class RequestCheck(CreateJobRequest r, ProducerOptions options)
+    {
+        public Dictionary<string, List<string>> Errors { get; } = [];
+
+        public void Error(string field, string message)
+        {
+            if (!Errors.TryGetValue(field, out var list))
             {
-                errors[field] = list = [];
+                Errors[field] = list = [];
             }
 
             list.Add(message);
         }
 
-        var promptChars = 0;
-        List<ChatMessage>? messages = null;
-        if (r.Prompt is null && r.Messages is null)
+        /// <summary>Exactly one of <c>prompt</c> and <c>messages</c>, storable, within the prompt limit; the messages, for a chat.</summary>
+        public List<ChatMessage>? Input()
         {
-            Error("prompt", "Give either 'prompt' (a completion) or 'messages' (a chat); neither was given.");
-        }
-        else if (r.Prompt is not null && r.Messages is not null)
-        {
-            Error("prompt", "Give either 'prompt' or 'messages', not both.");
-        }
-        else if (r.Prompt is not null)
-        {
-            if (r.Prompt.Length == 0)
+            var promptChars = 0;
+            List<ChatMessage>? messages = null;
+            if (r.Prompt is null && r.Messages is null)
             {
-                Error("prompt", "'prompt' is empty.");
+                Error("prompt", "Give either 'prompt' (a completion) or 'messages' (a chat); neither was given.");
+            }
+            else if (r.Prompt is not null && r.Messages is not null)
+            {
+                Error("prompt", "Give either 'prompt' or 'messages', not both.");
+            }
+            else if (r.Prompt is not null)
+            {
+                if (r.Prompt.Length == 0)
+                {
+                    Error("prompt", "'prompt' is empty.");
+                }
+
+                if (TextInput.HasNul(r.Prompt))
+                {
+                    Error("prompt", "'prompt' " + TextInput.Problem(r.Prompt));
+                }
+
+                promptChars = r.Prompt.Length;
+            }
+            else
+            {
+                (messages, promptChars) = Messages(r.Messages!);
             }
 
-            if (TextInput.HasNul(r.Prompt))
+            var maxChars = options.EffectiveMaxPromptCharacters;
+            if (promptChars > maxChars)
             {
-                Error("prompt", "'prompt' " + TextInput.Problem(r.Prompt));
+                Error(r.Prompt is not null ? "prompt" : "messages",
+                    $"The prompt has {promptChars} characters; the limit for a context of {options.ContextSize} tokens is {maxChars}.");
             }
 
-            promptChars = r.Prompt.Length;
+            return messages;
         }
-        else
+
+        private (List<ChatMessage> Messages, int Characters) Messages(List<ChatMessageDto?> given)
         {
-            messages = [];
-            if (r.Messages!.Count == 0)
+            var messages = new List<ChatMessage>();
+            var characters = 0;
+            if (given.Count == 0)
             {
                 Error("messages", "'messages' is empty: give at least one message.");
             }
 
-            for (var i = 0; i < r.Messages.Count; i++)
+            for (var i = 0; i < given.Count; i++)
             {
-                var m = r.Messages[i];
+                var m = given[i];
                 if (m is null)
                 {
                     Error($"messages[{i}]", "A message must be an object with 'role' and 'content'.");
@@ -286,108 +340,131 @@ internal static class JobRequestValidator
                     Error($"messages[{i}].content", "'content' " + TextInput.Problem(text));
                 }
 
-                promptChars += text.Length;
+                characters += text.Length;
                 messages.Add(new ChatMessage(m.Role ?? "", text));
             }
+
+            return (messages, characters);
         }
 
-        var maxChars = options.EffectiveMaxPromptCharacters;
-        if (promptChars > maxChars)
+        /// <summary><c>max_tokens</c> (or <c>max_completion_tokens</c>, which must agree), within the context.</summary>
+        public int MaxTokens()
         {
-            Error(r.Prompt is not null ? "prompt" : "messages",
-                $"The prompt has {promptChars} characters; the limit for a context of {options.ContextSize} tokens is {maxChars}.");
-        }
-
-        if (r.MaxTokens is { } legacyMax && r.MaxCompletionTokens is { } completionMax && legacyMax != completionMax)
-        {
-            Error("max_completion_tokens", $"'max_tokens' ({legacyMax}) and 'max_completion_tokens' ({completionMax}) disagree; give one.");
-        }
-
-        var maxTokens = r.MaxTokens ?? r.MaxCompletionTokens ?? Math.Min(options.DefaultMaxTokens, options.ContextSize - 1);
-        if (maxTokens < 1 || maxTokens > options.ContextSize - 1)
-        {
-            Error("max_tokens", $"'max_tokens' must be between 1 and {options.ContextSize - 1} (the context size is {options.ContextSize} tokens); got {maxTokens}.");
-        }
-
-        var temperature = r.Temperature ?? 1f;
-        if (!(temperature >= 0f && temperature <= 2f))
-        {
-            Error("temperature", $"'temperature' must be between 0 and 2; got {temperature}.");
-        }
-
-        var topP = r.TopP ?? 1f;
-        if (!(topP > 0f && topP <= 1f))
-        {
-            Error("top_p", $"'top_p' must be greater than 0 and at most 1; got {topP}.");
-        }
-
-        var stop = new List<string>();
-        switch (r.Stop)
-        {
-            case null or { ValueKind: JsonValueKind.Null }:
-                break;
-            case { ValueKind: JsonValueKind.String } s:
-                stop.Add(s.GetString()!);
-                break;
-            case { ValueKind: JsonValueKind.Array } a when a.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String):
-                stop.AddRange(a.EnumerateArray().Select(e => e.GetString()!));
-                break;
-            default:
-                Error("stop", "'stop' must be a string or an array of strings.");
-                break;
-        }
-
-        if (stop.Count > 4)
-        {
-            Error("stop", $"At most 4 stop strings; got {stop.Count}.");
-        }
-
-        if (stop.Any(s => s.Length == 0 || s.Length > 256))
-        {
-            Error("stop", "Each stop string must have 1 to 256 characters.");
-        }
-
-        if (stop.Any(TextInput.HasNul))
-        {
-            Error("stop", "A stop string " + stop.Select(TextInput.Problem).First(p => p is not null));
-        }
-
-        if (r.QueueTimeoutSeconds is < 1 or > 7 * 24 * 3600)
-        {
-            Error("queue_timeout_seconds", $"'queue_timeout_seconds' must be between 1 and 604800 (7 days); got {r.QueueTimeoutSeconds}.");
-        }
-
-        if (r.MaxGenerationSeconds is < 1 or > 3600)
-        {
-            Error("max_generation_seconds", $"'max_generation_seconds' must be between 1 and 3600; got {r.MaxGenerationSeconds}.");
-        }
-
-        if (r.TopK is < 0 or > 1000)
-        {
-            Error("top_k", $"'top_k' must be between 0 (off) and 1000; got {r.TopK}.");
-        }
-
-        if (r.MinP is { } minP && !(minP >= 0f && minP <= 1f))
-        {
-            Error("min_p", $"'min_p' must be between 0 and 1; got {minP}.");
-        }
-
-        foreach (var (name, value) in new[] { ("frequency_penalty", r.FrequencyPenalty), ("presence_penalty", r.PresencePenalty) })
-        {
-            if (value is { } v && !(v >= -2f && v <= 2f))
+            if (r.MaxTokens is { } legacyMax && r.MaxCompletionTokens is { } completionMax && legacyMax != completionMax)
             {
-                Error(name, $"'{name}' must be between -2 and 2; got {v}.");
+                Error("max_completion_tokens", $"'max_tokens' ({legacyMax}) and 'max_completion_tokens' ({completionMax}) disagree; give one.");
+            }
+
+            var maxTokens = r.MaxTokens ?? r.MaxCompletionTokens ?? Math.Min(options.DefaultMaxTokens, options.ContextSize - 1);
+            if (maxTokens < 1 || maxTokens > options.ContextSize - 1)
+            {
+                Error("max_tokens", $"'max_tokens' must be between 1 and {options.ContextSize - 1} (the context size is {options.ContextSize} tokens); got {maxTokens}.");
+            }
+
+            return maxTokens;
+        }
+
+        /// <summary><c>temperature</c> and <c>top_p</c>, with OpenAI's defaults.</summary>
+        public (float Temperature, float TopP) Sampling()
+        {
+            var temperature = r.Temperature ?? 1f;
+            if (!(temperature >= 0f && temperature <= 2f))
+            {
+                Error("temperature", $"'temperature' must be between 0 and 2; got {temperature}.");
+            }
+
+            var topP = r.TopP ?? 1f;
+            if (!(topP > 0f && topP <= 1f))
+            {
+                Error("top_p", $"'top_p' must be greater than 0 and at most 1; got {topP}.");
+            }
+
+            return (temperature, topP);
+        }
+
+        /// <summary><c>stop</c>: a string or up to 4, each 1 to 256 storable characters.</summary>
+        public List<string> Stop()
+        {
+            var stop = new List<string>();
+            switch (r.Stop)
+            {
+                case null or { ValueKind: JsonValueKind.Null }:
+                    break;
+                case { ValueKind: JsonValueKind.String } s:
+                    stop.Add(s.GetString()!);
+                    break;
+                case { ValueKind: JsonValueKind.Array } a when a.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String):
+                    stop.AddRange(a.EnumerateArray().Select(e => e.GetString()!));
+                    break;
+                default:
+                    Error("stop", "'stop' must be a string or an array of strings.");
+                    break;
+            }
+
+            if (stop.Count > 4)
+            {
+                Error("stop", $"At most 4 stop strings; got {stop.Count}.");
+            }
+
+            if (stop.Any(s => s.Length == 0 || s.Length > 256))
+            {
+                Error("stop", "Each stop string must have 1 to 256 characters.");
+            }
+
+            if (stop.Any(TextInput.HasNul))
+            {
+                Error("stop", "A stop string " + stop.Select(TextInput.Problem).First(p => p is not null));
+            }
+
+            return stop;
+        }
+
+        /// <summary>The time limits and the other samplers' ranges.</summary>
+        public void Limits()
+        {
+            if (r.QueueTimeoutSeconds is < 1 or > 7 * 24 * 3600)
+            {
+                Error("queue_timeout_seconds", $"'queue_timeout_seconds' must be between 1 and 604800 (7 days); got {r.QueueTimeoutSeconds}.");
+            }
+
+            if (r.MaxGenerationSeconds is < 1 or > 3600)
+            {
+                Error("max_generation_seconds", $"'max_generation_seconds' must be between 1 and 3600; got {r.MaxGenerationSeconds}.");
+            }
+
+            if (r.TopK is < 0 or > 1000)
+            {
+                Error("top_k", $"'top_k' must be between 0 (off) and 1000; got {r.TopK}.");
+            }
+
+            if (r.MinP is { } minP && !(minP >= 0f && minP <= 1f))
+            {
+                Error("min_p", $"'min_p' must be between 0 and 1; got {minP}.");
+            }
+
+            foreach (var (name, value) in new[] { ("frequency_penalty", r.FrequencyPenalty), ("presence_penalty", r.PresencePenalty) })
+            {
+                if (value is { } v && !(v >= -2f && v <= 2f))
+                {
+                    Error(name, $"'{name}' must be between -2 and 2; got {v}.");
+                }
+            }
+
+            if (r.RepetitionPenalty is { } rp && !(rp > 0f && rp <= 2f))
+            {
+                Error("repetition_penalty", $"'repetition_penalty' must be greater than 0 and at most 2; got {rp}.");
             }
         }
 
-        if (r.RepetitionPenalty is { } rp && !(rp > 0f && rp <= 2f))
+        /// <summary><c>logit_bias</c>: up to 300 token ids with biases from -100 to 100.</summary>
+        public Dictionary<int, float> LogitBias()
         {
-            Error("repetition_penalty", $"'repetition_penalty' must be greater than 0 and at most 2; got {rp}.");
-        }
+            var logitBias = new Dictionary<int, float>();
+            if (r.LogitBias is not { } bias)
+            {
+                return logitBias;
+            }
 
-        var logitBias = new Dictionary<int, float>();
-        if (r.LogitBias is { } bias)
-        {
             if (bias.Count > 300)
             {
                 Error("logit_bias", $"'logit_bias' has at most 300 entries; got {bias.Count}.");
@@ -408,85 +485,78 @@ internal static class JobRequestValidator
                     logitBias[token] = value;
                 }
             }
+
+            return logitBias;
         }
 
-        foreach (var (field, message) in UnsupportedFields(r))
+        /// <summary><c>logprobs</c>, <c>top_logprobs</c> (which needs it) and <c>n</c>.</summary>
+        public bool Logprobs()
         {
-            Error(field, message);
-        }
-
-        var logprobs = false;
-        switch (r.Logprobs)
-        {
-            case null or { ValueKind: JsonValueKind.Null or JsonValueKind.False }:
-                break;
-            case { ValueKind: JsonValueKind.True }:
-                logprobs = true;
-                break;
-            default:
-                Error("logprobs", "'logprobs' is true or false; ask for alternatives with 'top_logprobs' (0 to 20).");
-                break;
-        }
-
-        if (r.N is < 1 or > 8)
-        {
-            Error("n", $"'n' (choices) must be between 1 and 8; got {r.N}.");
-        }
-
-        if (r.TopLogprobs is < 0 or > 20)
-        {
-            Error("top_logprobs", $"'top_logprobs' must be between 0 and 20; got {r.TopLogprobs}.");
-        }
-        else if (r.TopLogprobs is > 0 && !logprobs)
-        {
-            Error("top_logprobs", "'top_logprobs' needs 'logprobs': true.");
-        }
-
-        string? grammar = null;
-        try
-        {
-            grammar = ResponseGrammar(r.ResponseFormat);
-        }
-        catch (UnsupportedSchemaException e)
-        {
-            Error("response_format", e.Message);
-        }
-
-        if (r.Grammar is { } raw)
-        {
-            if (grammar is not null)
+            var logprobs = false;
+            switch (r.Logprobs)
             {
-                Error("grammar", "Give either 'grammar' or a JSON 'response_format', not both.");
+                case null or { ValueKind: JsonValueKind.Null or JsonValueKind.False }:
+                    break;
+                case { ValueKind: JsonValueKind.True }:
+                    logprobs = true;
+                    break;
+                default:
+                    Error("logprobs", "'logprobs' is true or false; ask for alternatives with 'top_logprobs' (0 to 20).");
+                    break;
             }
-            else if (Gbnf.Check(raw) is { } problem)
+
+            if (r.N is < 1 or > 8)
             {
-                Error("grammar", $"'grammar' is not a valid llama.cpp grammar (GBNF, start rule 'root'): {problem}");
+                Error("n", $"'n' (choices) must be between 1 and 8; got {r.N}.");
             }
-            else
+
+            if (r.TopLogprobs is < 0 or > 20)
             {
-                grammar = raw;
+                Error("top_logprobs", $"'top_logprobs' must be between 0 and 20; got {r.TopLogprobs}.");
             }
+            else if (r.TopLogprobs is > 0 && !logprobs)
+            {
+                Error("top_logprobs", "'top_logprobs' needs 'logprobs': true.");
+            }
+
+            return logprobs;
         }
 
-        if (grammar is not null && r.IgnoreEos == true)
+        /// <summary>The grammar from <c>response_format</c> or <c>grammar</c> (one of them), which must be able to end.</summary>
+        public string? Grammar()
         {
-            Error("ignore_eos", "'ignore_eos' cannot be combined with a grammar or a JSON response_format: the output must be able to end.");
-        }
+            string? grammar = null;
+            try
+            {
+                grammar = ResponseGrammar(r.ResponseFormat);
+            }
+            catch (UnsupportedSchemaException e)
+            {
+                Error("response_format", e.Message);
+            }
 
-        if (errors.Count > 0)
-        {
-            return (null, null, errors.ToDictionary(e => e.Key, e => e.Value.ToArray()));
-        }
+            if (r.Grammar is { } raw)
+            {
+                if (grammar is not null)
+                {
+                    Error("grammar", "Give either 'grammar' or a JSON 'response_format', not both.");
+                }
+                else if (Gbnf.Check(raw) is { } problem)
+                {
+                    Error("grammar", $"'grammar' is not a valid llama.cpp grammar (GBNF, start rule 'root'): {problem}");
+                }
+                else
+                {
+                    grammar = raw;
+                }
+            }
 
-        var parameters = new GenerationParameters
-        {
-            MaxTokens = maxTokens, Temperature = temperature, TopP = topP, Seed = r.Seed, Stop = stop,
-            IgnoreEos = r.IgnoreEos ?? false, MaxGenerationSeconds = r.MaxGenerationSeconds,
-            TopK = r.TopK ?? 0, MinP = r.MinP ?? 0f, FrequencyPenalty = r.FrequencyPenalty ?? 0f, PresencePenalty = r.PresencePenalty ?? 0f,
-            RepetitionPenalty = r.RepetitionPenalty ?? 1f, LogitBias = logitBias.Count > 0 ? logitBias : null,
-            Grammar = grammar,
-            Logprobs = logprobs, TopLogprobs = r.TopLogprobs ?? 0, N = r.N ?? 1,
-        };
-        return (parameters, messages, []);
+            if (grammar is not null && r.IgnoreEos == true)
+            {
+                Error("ignore_eos", "'ignore_eos' cannot be combined with a grammar or a JSON response_format: the output must be able to end.");
+            }
+
+            return grammar;
+        }
     }
 }
