@@ -144,13 +144,6 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
         return await db.Jobs.AsNoTracking().SingleOrDefaultAsync(j => j.Id == id && j.TenantId == tenantId, ct);
     }
 
-    /// <summary>Interactive jobs of a tenant that are waiting for a worker.</summary>
-    public async Task<int> CountQueuedAsync(string tenantId, CancellationToken ct)
-    {
-        await using var db = await contexts.CreateDbContextAsync(ct);
-        return await db.Jobs.CountAsync(j => j.TenantId == tenantId && j.Status == JobStatuses.Queued && j.BatchId == null, ct);
-    }
-
     /// <summary>Records the broker's confirms of many jobs' messages in one statement (a Producer's group commit).</summary>
     public async Task<IReadOnlyList<bool>> MarkPublishedManyAsync(IReadOnlyList<Guid> ids, CancellationToken ct)
     {
@@ -468,10 +461,6 @@ public sealed class JobStore(IDbContextFactory<LlmServingDbContext> contexts, Np
             .Where(j => j.Status == JobStatuses.Queued && j.Deadline != null && j.Deadline < now)
             .ExecuteUpdateAsync(s => s.SetProperty(j => j.Status, JobStatuses.Expired).SetProperty(j => j.FinishedAt, now), ct);
     }
-
-    /// <summary>Ends a running job as <c>cancelled</c>, keeping what was generated. False when it was already final.</summary>
-    public async Task<bool> CompleteCancelledAsync(Guid id, JobResult partial, CancellationToken ct) =>
-        (await WriteResultsAsync([new ResultWrite(id, JobStatuses.Cancelled, partial)], ct))[0];
 
     /// <summary>Writes a successful result. Returns false (and changes nothing) when the job was already final.</summary>
     public async Task<bool> CompleteAsync(Guid id, JobResult result, CancellationToken ct) =>
