@@ -28,6 +28,7 @@ public sealed class BatchScheduler(
     private long _lastProgress;
     private IReadOnlyCollection<int>? _grammarBans;
     private PrefixCache? _cache;
+    private KvBudget _budget = null!;
 
     public SchedulerCounters Counters { get; } = new();
 
@@ -54,6 +55,7 @@ public sealed class BatchScheduler(
         await Task.Yield();
         var renderer = new PromptRenderer(model.Weights);
         _cache = _options.MaxCachedPrefixes > 0 ? new PrefixCache(_options.MaxCachedPrefixes, _options.MinPrefixTokens) : null;
+        _budget = new KvBudget(_options.ContextSize, _cache);
         var executor = new BatchedExecutor(model.Weights, model.Parameters);
         var active = new List<ActiveSequence>();
         try
@@ -113,46 +115,12 @@ public sealed class BatchScheduler(
 
         while (active.Sum(a => a.SlotsHeld) < _options.Slots && _queue.TryPeek(out var pending))
         {
-            if (pending == PendingRequest.Wake || pending.IsAbandoned)
+            if (!Screen(pending, executor, renderer))
             {
-                _queue.Dequeue(pending);
-                continue;
-            }
-
-            if (pending.CancelRequested)
-            {
-                _queue.Dequeue(pending);
-                pending.Complete(new GenerationOutcome("", "cancelled", pending.Tokens?.Length ?? 0, 0));
-                continue;
-            }
-
-            try
-            {
-                pending.Tokens ??= renderer.Render(pending.Request, executor.Context);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                // One request that breaks the engine must not stop the loop that serves every other request.
-                _queue.Dequeue(pending);
-                pending.Fail(e);
-                continue;
-            }
-
-            if (SamplerFactory.Check(pending.Request.Parameters, executor.Model.Vocab.Count) is { } invalid)
-            {
-                _queue.Dequeue(pending);
-                pending.Complete(GenerationOutcome.Failed(invalid, pending.Tokens.Length));
-                continue;
+                continue; // it was taken off the queue (and answered, when it needed an answer)
             }
 
             var choices = pending.Request.Parameters.N;
-            if (choices > _options.Slots)
-            {
-                _queue.Dequeue(pending);
-                pending.Complete(GenerationOutcome.Failed($"n = {choices} choices need as many sequence slots; this worker has {_options.Slots}.", pending.Tokens.Length));
-                continue;
-            }
-
             if (active.Sum(a => a.SlotsHeld) + choices > _options.Slots)
             {
                 break; // its choices wait for enough free slots
@@ -160,19 +128,14 @@ public sealed class BatchScheduler(
 
             // Every choice can grow to max_tokens; the prompt is held once.
             var maxTokens = pending.Request.Parameters.MaxTokens * choices;
-            var hit = _cache?.Find(pending.Tokens) ?? (null, 0);
+            var hit = _cache?.Find(pending.Tokens!) ?? (null, 0);
             if (_cache is not null && active.Any(a => a.Conversation.RequiresInference && !a.Offered
                     && PrefixCache.CommonPrefix(a.Pending.Tokens, pending.Tokens) >= Math.Max(_cache.MinTokens, hit.Length + _cache.MinTokens)))
             {
                 break; // a prompt sharing a longer prefix is being prefilled: start from it after this step
             }
 
-            var decision = AdmissionPolicy.Decide(pending.Tokens.Length, maxTokens, Reserved(active), active.Count, _options.ContextSize);
-            if (decision != Admission.Reject)
-            {
-                (decision, hit) = FitWithCache(active, pending.Tokens.Length, maxTokens, hit);
-            }
-
+            (var decision, hit) = _budget.Fit(active, pending.Tokens!.Length, maxTokens, hit);
             if (decision == Admission.Wait)
             {
                 break; // waits for KV cells to be freed by a finishing sequence
@@ -187,16 +150,66 @@ public sealed class BatchScheduler(
                 continue;
             }
 
-            var need = pending.Tokens.Length + maxTokens;
-            var sequence = ActiveSequence.Start(executor, pending, need, _cache, hit, GrammarBans(pending.Request.Parameters));
-            active.Add(sequence);
-            if (hit.Entry is not null)
-            {
-                Counters.PrefixHit(hit.Length);
-            }
-
-            Counters.Reserved(Reserved(active));
+            Start(executor, active, pending, pending.Tokens.Length + maxTokens, hit);
         }
+    }
+
+    /// <summary>
+    /// The checks before the KV budget: a wake-up marker, an abandoned or cancelled request, a prompt that cannot be
+    /// rendered, sampling parameters the engine would crash on, more choices than slots. False when the request was
+    /// taken off the queue for one of them; true when it may be admitted (its tokens rendered).
+    /// </summary>
+    private bool Screen(PendingRequest pending, BatchedExecutor executor, PromptRenderer renderer)
+    {
+        if (pending == PendingRequest.Wake || pending.IsAbandoned)
+        {
+            _queue.Dequeue(pending);
+            return false;
+        }
+
+        if (pending.CancelRequested)
+        {
+            _queue.Dequeue(pending);
+            pending.Complete(new GenerationOutcome("", "cancelled", pending.Tokens?.Length ?? 0, 0));
+            return false;
+        }
+
+        try
+        {
+            pending.Tokens ??= renderer.Render(pending.Request, executor.Context);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // One request that breaks the engine must not stop the loop that serves every other request.
+            _queue.Dequeue(pending);
+            pending.Fail(e);
+            return false;
+        }
+
+        var invalid = SamplerFactory.Check(pending.Request.Parameters, executor.Model.Vocab.Count)
+                      ?? (pending.Request.Parameters.N is var n && n > _options.Slots
+                          ? $"n = {n} choices need as many sequence slots; this worker has {_options.Slots}."
+                          : null);
+        if (invalid is not null)
+        {
+            _queue.Dequeue(pending);
+            pending.Complete(GenerationOutcome.Failed(invalid, pending.Tokens.Length));
+            return false;
+        }
+
+        return true;
+    }
+
+    private void Start(BatchedExecutor executor, List<ActiveSequence> active, PendingRequest pending, int need, (CachedPrefix? Entry, int Length) hit)
+    {
+        var sequence = ActiveSequence.Start(executor, pending, need, _cache, hit, GrammarBans(pending.Request.Parameters));
+        active.Add(sequence);
+        if (hit.Entry is not null)
+        {
+            Counters.PrefixHit(hit.Length);
+        }
+
+        Counters.Reserved(_budget.Reserved(active));
     }
 
     private async ValueTask<bool> StepAllowedAsync(List<ActiveSequence> active, CancellationToken ct)
@@ -223,22 +236,7 @@ public sealed class BatchScheduler(
 
     private void Sample(LLama.Native.SafeLlamaModelHandle.Vocabulary vocab, List<ActiveSequence> active)
     {
-        // A request for several choices: once its prompt is prefilled, fork it into the others (one prefill for all).
-        for (var i = active.Count - 1; i >= 0; i--)
-        {
-            var s = active[i];
-            if (s.ChoiceIndex == 0 && s.Pending.Request.Parameters.N > 1 && !s.Pending.Forked && s.Conversation.RequiresSampling
-                && !s.Pending.IsAbandoned && s.EndBeforeSampling() is null)
-            {
-                if (!s.Offered)
-                {
-                    Offer(s);
-                }
-
-                active.AddRange(s.ForkChoices(GrammarBans(s.Pending.Request.Parameters)));
-            }
-        }
-
+        ForkChoices(active);
         for (var i = active.Count - 1; i >= 0; i--)
         {
             var s = active[i];
@@ -273,52 +271,80 @@ public sealed class BatchScheduler(
                 Offer(s);
             }
 
-            // The model's distribution, copied before the sampler chain reads it (only when asked: a copy per token).
-            var logits = s.Pending.Request.Parameters.Logprobs ? s.Conversation.Sample(0).ToArray() : null;
-            LLama.Native.LLamaToken token;
-            try
+            SampleOne(vocab, active, i);
+        }
+    }
+
+    /// <summary>A request for several choices: once its prompt is prefilled, fork it into the others (one prefill for all).</summary>
+    private void ForkChoices(List<ActiveSequence> active)
+    {
+        for (var i = active.Count - 1; i >= 0; i--)
+        {
+            var s = active[i];
+            if (s.ChoiceIndex == 0 && s.Pending.Request.Parameters.N > 1 && !s.Pending.Forked && s.Conversation.RequiresSampling
+                && !s.Pending.IsAbandoned && s.EndBeforeSampling() is null)
             {
-                token = s.Conversation.Sample(s.Sampler);
-            }
-            catch (SamplingInterruptedException)
-            {
-                // Cancelled or out of time while its grammar was checking the vocabulary: it ends now, not after the
-                // whole pass. The sampler stays unused (nothing was accepted), and the sequence is disposed.
-                if (s.Pending.IsAbandoned)
+                if (!s.Offered)
                 {
-                    s.Dispose();
-                    active.RemoveAt(i);
-                }
-                else
-                {
-                    Finish(active, i, s.EndBeforeSampling() ?? "cancelled");
+                    Offer(s);
                 }
 
-                continue;
+                active.AddRange(s.ForkChoices(GrammarBans(s.Pending.Request.Parameters)));
             }
-            if (token.IsEndOfGeneration(vocab) && !s.Pending.Request.Parameters.IgnoreEos)
-            {
-                Finish(active, i, "stop");
-                continue;
-            }
+        }
+    }
 
-            if (!s.Pending.Request.IsWarmup)
+    /// <summary>Samples the next token of sequence <paramref name="i"/> and feeds it back, or ends the sequence.</summary>
+    private void SampleOne(LLama.Native.SafeLlamaModelHandle.Vocabulary vocab, List<ActiveSequence> active, int i)
+    {
+        var s = active[i];
+        // The model's distribution, copied before the sampler chain reads it (only when asked: a copy per token).
+        var logits = s.Pending.Request.Parameters.Logprobs ? s.Conversation.Sample(0).ToArray() : null;
+        LLama.Native.LLamaToken token;
+        try
+        {
+            token = s.Conversation.Sample(s.Sampler);
+        }
+        catch (SamplingInterruptedException)
+        {
+            // Cancelled or out of time while its grammar was checking the vocabulary: it ends now, not after the
+            // whole pass. The sampler stays unused (nothing was accepted), and the sequence is disposed.
+            if (s.Pending.IsAbandoned)
             {
-                Counters.Token();
-            }
-            if (logits is not null)
-            {
-                s.RecordLogprobs(logits, token, model.Weights.NativeHandle);
-            }
-
-            if (s.Accept(token) is { } reason)
-            {
-                Finish(active, i, reason);
+                s.Dispose();
+                active.RemoveAt(i);
             }
             else
             {
-                s.Conversation.Prompt(token);
+                Finish(active, i, s.EndBeforeSampling() ?? "cancelled");
             }
+
+            return;
+        }
+
+        if (token.IsEndOfGeneration(vocab) && !s.Pending.Request.Parameters.IgnoreEos)
+        {
+            Finish(active, i, "stop");
+            return;
+        }
+
+        if (!s.Pending.Request.IsWarmup)
+        {
+            Counters.Token();
+        }
+
+        if (logits is not null)
+        {
+            s.RecordLogprobs(logits, token, model.Weights.NativeHandle);
+        }
+
+        if (s.Accept(token) is { } reason)
+        {
+            Finish(active, i, reason);
+        }
+        else
+        {
+            s.Conversation.Prompt(token);
         }
     }
 
@@ -355,64 +381,11 @@ public sealed class BatchScheduler(
     }
 
     /// <summary>
-    /// Admission against the KV budget with cached prefixes: cells shared with <paramref name="hit"/> are counted there;
-    /// unshared prefixes are evicted (least recently used first) while the request does not fit and evicting could
-    /// make it fit, even with nothing running. With nothing running and still no room, the hit is given up and the
-    /// cache emptied, so an idle worker never waits on its own cache.
-    /// </summary>
-    private (Admission Decision, (CachedPrefix? Entry, int Length) Hit) FitWithCache(
-        List<ActiveSequence> active, int promptTokens, int maxTokens, (CachedPrefix? Entry, int Length) hit)
-    {
-        if (_cache is null)
-        {
-            return (AdmissionPolicy.Decide(promptTokens, maxTokens, Reserved(active), active.Count, _options.ContextSize), hit);
-        }
-
-        var own = promptTokens - hit.Length + maxTokens;
-        if (hit.Entry is { } held)
-        {
-            held.Dependents++; // not a candidate for eviction while deciding
-        }
-
-        while (Reserved(active) + own > _options.ContextSize && EvictionCouldHelp(active, own) && _cache.EvictOne())
-        {
-        }
-
-        if (hit.Entry is { } released)
-        {
-            released.Dependents--;
-        }
-
-        if (Reserved(active) + own <= _options.ContextSize)
-        {
-            return (Admission.Admit, hit);
-        }
-
-        if (active.Count > 0)
-        {
-            return (Admission.Wait, hit);
-        }
-
-        while (_cache.EvictOne())
-        {
-        }
-
-        return (AdmissionPolicy.Decide(promptTokens, maxTokens, Reserved(active), 0, _options.ContextSize), (null, 0));
-    }
-
-    /// <summary>
     /// The tokens banned under a grammar (<see cref="SamplerFactory.InvalidUtf8Starts"/>): a pass over the whole
     /// vocabulary, made on the first structured request rather than at start-up (cold start counts).
     /// </summary>
     private IReadOnlyCollection<int> GrammarBans(Contracts.GenerationParameters p) =>
         p.Grammar is null ? [] : _grammarBans ??= SamplerFactory.InvalidUtf8Starts(model.Weights.NativeHandle, model.Weights.Vocab.Count);
-
-    /// <summary>Whether evicting every unshared cached prefix would make room for <paramref name="own"/> more cells.</summary>
-    private bool EvictionCouldHelp(List<ActiveSequence> active, int own) =>
-        _cache is not null && active.Sum(s => s.Reserved) + _cache.SharedCells + own <= _options.ContextSize;
-
-    /// <summary>KV cells spoken for: every active sequence's own reservation plus the cached prefixes (shared cells once).</summary>
-    private int Reserved(List<ActiveSequence> active) => active.Sum(s => s.Reserved) + (_cache?.Cells ?? 0);
 
     /// <summary>
     /// Right after its prefill (before its first sample, so that the copy holds the prompt only), a prompt with at least
@@ -436,48 +409,15 @@ public sealed class BatchScheduler(
     private void Finish(List<ActiveSequence> active, int index, string reason)
     {
         var s = active[index];
-        if (s.OwnsPrompt && s.Pending.Request.Parameters.N > 1
-            && active.Where((a, i) => i != index && a.Pending == s.Pending).FirstOrDefault() is { } heir)
-        {
-            s.HandPromptTo(heir);
-        }
-
+        ChoiceResults.HandOverPrompt(active, index);
         s.Dispose();
         active.RemoveAt(index);
         if (!s.Pending.Request.IsWarmup)
         {
             Counters.Completed();
         }
-        var n = s.Pending.Request.Parameters.N;
-        if (n <= 1)
-        {
-            s.Pending.Complete(s.Outcome(reason));
-            return;
-        }
 
-        var choices = s.Pending.Choices ??= new GenerationChoice?[n];
-        choices[s.ChoiceIndex] = s.Choice(reason);
-        if (!s.Pending.Forked)
-        {
-            // Ended before its prefill was forked (cancelled, time limit): the other choices end the same way, empty.
-            for (var k = 0; k < n; k++)
-            {
-                choices[k] ??= new GenerationChoice(k, "", reason, 0, s.Pending.Request.Parameters.Logprobs ? [] : null);
-            }
-        }
-
-        if (choices.All(c => c is not null))
-        {
-            var all = choices.Select(c => c!).ToList();
-            s.Pending.Complete(new GenerationOutcome(all[0].Text, all[0].FinishReason, s.Pending.Tokens!.Length, all.Sum(c => c.CompletionTokens))
-            {
-                CachedTokens = s.Pending.CachedTokens,
-                Logprobs = all[0].Logprobs,
-                Choices = all,
-                AdmittedAt = s.AdmittedAt,
-                FirstTokenAt = s.FirstTokenAt,
-            });
-        }
+        ChoiceResults.Record(s, reason);
     }
 
     /// <summary>
