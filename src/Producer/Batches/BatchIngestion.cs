@@ -126,27 +126,15 @@ public sealed class BatchIngestion(
             {
                 sawContent = true;
                 // A UTF-8 byte order mark (as some editors write) is not part of the first line.
-                if (text.StartsWith(Utf8Bom))
-                {
-                    text = text[Utf8Bom.Length..];
-                }
-
+                text = text.StartsWith(Utf8Bom) ? text[Utf8Bom.Length..] : text;
                 if (!line.TooLong && !LooksLikeJsonObject(text))
                 {
-                    await batches.FinishValidationAsync(batch.Id, Errors(("invalid_file",
-                        "The file is not JSONL: its first line is not a JSON object. Each line must be one request " +
-                        "{\"custom_id\", \"method\", \"url\", \"body\"}.", 1)), ct);
+                    await batches.FinishValidationAsync(batch.Id, NotJsonl(), ct);
                     return false;
                 }
             }
 
-            var parsed = line.TooLong
-                ? new BatchLine(lineNumber, null, null, $"Line {lineNumber} is longer than the limit of {o.MaxLineBytes} bytes.")
-                : parser.Parse(lineNumber, text);
-            rows.Add(new BatchLineRow(
-                parsed.Job?.JobId ?? Guid.CreateVersion7(), lineNumber, parsed.CustomId,
-                parsed.Job is null ? null : JsonSerializer.Serialize(parsed.Job, JobPublisher.MessageJson), parsed.Error,
-                parsed.Job is null ? 0 : EstimatedTokens(parsed.Job)));
+            rows.Add(Row(parser, lineNumber, text, line.TooLong, o.MaxLineBytes));
             if (rows.Count >= o.IngestionChunkLines)
             {
                 if (writing is not null && !await writing)
@@ -165,15 +153,29 @@ public sealed class BatchIngestion(
             return false;
         }
 
-        if (!sawContent)
+        await batches.FinishValidationAsync(batch.Id, sawContent ? null : Errors(("empty_file", "The file has no lines.", null)), ct);
+        if (sawContent)
         {
-            await batches.FinishValidationAsync(batch.Id, Errors(("empty_file", "The file has no lines.", null)), ct);
-            return false;
+            logger.LogInformation("Batch {BatchId}: {Lines} lines ingested", batch.Id, lineNumber);
         }
 
-        await batches.FinishValidationAsync(batch.Id, null, ct);
-        logger.LogInformation("Batch {BatchId}: {Lines} lines ingested", batch.Id, lineNumber);
-        return true;
+        return sawContent;
+    }
+
+    private static string NotJsonl() => Errors(("invalid_file",
+        "The file is not JSONL: its first line is not a JSON object. Each line must be one request " +
+        "{\"custom_id\", \"method\", \"url\", \"body\"}.", 1));
+
+    /// <summary>A line as its row: the job it becomes, or its own error (too long, or refused by the parser).</summary>
+    private static BatchLineRow Row(BatchLineParser parser, int lineNumber, ReadOnlySpan<byte> text, bool tooLong, int maxLineBytes)
+    {
+        var parsed = tooLong
+            ? new BatchLine(lineNumber, null, null, $"Line {lineNumber} is longer than the limit of {maxLineBytes} bytes.")
+            : parser.Parse(lineNumber, text);
+        return new BatchLineRow(
+            parsed.Job?.JobId ?? Guid.CreateVersion7(), lineNumber, parsed.CustomId,
+            parsed.Job is null ? null : JsonSerializer.Serialize(parsed.Job, JobPublisher.MessageJson), parsed.Error,
+            parsed.Job is null ? 0 : EstimatedTokens(parsed.Job));
     }
 
     private async Task<bool> FlushAsync(Batch batch, long from, long to, int lineCount, List<BatchLineRow> rows, CancellationToken ct)

@@ -53,89 +53,90 @@ public sealed class BatchLineParser(string endpoint, string batchId, string tena
                 return new BatchLine(number, null, null, $"Line {number} " + TextInput.Problem(root));
             }
 
-            string? customId = root.TryGetProperty("custom_id", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : null;
-            if (string.IsNullOrEmpty(customId))
-            {
-                return new BatchLine(number, null, null, $"Line {number} has no 'custom_id' (a non-empty string).");
-            }
-
-            if (customId.Length > 512)
-            {
-                return new BatchLine(number, null, null, $"Line {number}: 'custom_id' has more than 512 characters.");
-            }
-
-            if (!_customIds.Add(customId))
-            {
-                return new BatchLine(number, customId, null, $"Line {number}: duplicate custom_id '{customId}'; custom_ids must be unique in a batch.");
-            }
-
-            var method = root.TryGetProperty("method", out var m) && m.ValueKind == JsonValueKind.String ? m.GetString() : null;
-            if (!string.Equals(method, "POST", StringComparison.OrdinalIgnoreCase))
-            {
-                return new BatchLine(number, customId, null, $"Line {number}: 'method' must be \"POST\" (got {Show(m)}).");
-            }
-
-            var url = root.TryGetProperty("url", out var u) && u.ValueKind == JsonValueKind.String ? u.GetString() : null;
-            if (url != endpoint)
-            {
-                return new BatchLine(number, customId, null, $"Line {number}: 'url' must be the batch's endpoint \"{endpoint}\" (got {Show(u)}).");
-            }
-
-            if (!root.TryGetProperty("body", out var body) || body.ValueKind != JsonValueKind.Object)
-            {
-                return new BatchLine(number, customId, null, $"Line {number}: 'body' must be a JSON object with the request.");
-            }
-
-            CreateJobRequest request;
-            try
-            {
-                request = body.Deserialize<CreateJobRequest>(json)!;
-            }
-            catch (JsonException e)
-            {
-                return new BatchLine(number, customId, null, $"Line {number}: the body is not a valid request: {e.Message}");
-            }
-
-            if (endpoint == ChatEndpoint && request.Messages is null)
-            {
-                return new BatchLine(number, customId, null, $"Line {number}: a {ChatEndpoint} body needs 'messages'.");
-            }
-
-            if (endpoint == CompletionsEndpoint && request.Prompt is null)
-            {
-                return new BatchLine(number, customId, null, $"Line {number}: a {CompletionsEndpoint} body needs 'prompt'.");
-            }
-
-            if (request.QueueTimeoutSeconds is not null)
-            {
-                // A line waits as long as its batch's completion_window; refused rather than silently ignored.
-                return new BatchLine(number, customId, null, $"Line {number}: 'queue_timeout_seconds' is not supported in batch lines; a batch line waits for its batch's completion_window.");
-            }
-
-            if (request.WebhookUrl is not null)
-            {
-                return new BatchLine(number, customId, null, $"Line {number}: 'webhook_url' is not supported in batch lines; give the batch a webhook_url.");
-            }
-
-            var (parameters, messages, errors) = JobRequestValidator.Validate(request, options);
-            if (parameters is null)
-            {
-                var detail = string.Join(" ", errors.SelectMany(e => e.Value.Select(v => $"{e.Key}: {v}")));
-                return new BatchLine(number, customId, null, $"Line {number}: {detail}");
-            }
-
-            var model = body.TryGetProperty("model", out var mo) && mo.ValueKind == JsonValueKind.String ? mo.GetString() : null;
-            return new BatchLine(number, customId, new GenerateCompletion
-            {
-                JobId = Guid.CreateVersion7(),
-                TenantId = tenantId,
-                Prompt = request.Prompt,
-                Messages = messages,
-                Parameters = parameters,
-                BatchId = batchId,
-                Model = model,
-            }, null);
+            var (customId, body, refused) = Envelope(number, root);
+            return refused ?? Request(number, customId!, body);
         }
+    }
+
+    /// <summary>The line's envelope: a unique <c>custom_id</c>, <c>method: POST</c>, the batch's <c>url</c>, an object <c>body</c>.</summary>
+    private (string? CustomId, JsonElement Body, BatchLine? Refused) Envelope(int number, JsonElement root)
+    {
+        string? customId = root.TryGetProperty("custom_id", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : null;
+        BatchLine Refuse(string? id, string error) => new(number, id, null, error);
+        if (string.IsNullOrEmpty(customId))
+        {
+            return (null, default, Refuse(null, $"Line {number} has no 'custom_id' (a non-empty string)."));
+        }
+
+        if (customId.Length > 512)
+        {
+            return (null, default, Refuse(null, $"Line {number}: 'custom_id' has more than 512 characters."));
+        }
+
+        if (!_customIds.Add(customId))
+        {
+            return (null, default, Refuse(customId, $"Line {number}: duplicate custom_id '{customId}'; custom_ids must be unique in a batch."));
+        }
+
+        var method = root.TryGetProperty("method", out var m) && m.ValueKind == JsonValueKind.String ? m.GetString() : null;
+        if (!string.Equals(method, "POST", StringComparison.OrdinalIgnoreCase))
+        {
+            return (null, default, Refuse(customId, $"Line {number}: 'method' must be \"POST\" (got {Show(m)})."));
+        }
+
+        var url = root.TryGetProperty("url", out var u) && u.ValueKind == JsonValueKind.String ? u.GetString() : null;
+        if (url != endpoint)
+        {
+            return (null, default, Refuse(customId, $"Line {number}: 'url' must be the batch's endpoint \"{endpoint}\" (got {Show(u)})."));
+        }
+
+        return root.TryGetProperty("body", out var body) && body.ValueKind == JsonValueKind.Object
+            ? (customId, body, null)
+            : (null, default, Refuse(customId, $"Line {number}: 'body' must be a JSON object with the request."));
+    }
+
+    /// <summary>The line's request, by the same rules as <c>/v1/jobs</c> plus the batch's own (no queue timeout, no webhook).</summary>
+    private BatchLine Request(int number, string customId, JsonElement body)
+    {
+        BatchLine Refuse(string error) => new(number, customId, null, $"Line {number}: {error}");
+        CreateJobRequest request;
+        try
+        {
+            request = body.Deserialize<CreateJobRequest>(json)!;
+        }
+        catch (JsonException e)
+        {
+            return Refuse($"the body is not a valid request: {e.Message}");
+        }
+
+        var problem = endpoint == ChatEndpoint && request.Messages is null ? $"a {ChatEndpoint} body needs 'messages'."
+            : endpoint == CompletionsEndpoint && request.Prompt is null ? $"a {CompletionsEndpoint} body needs 'prompt'."
+            // A line waits as long as its batch's completion_window; refused rather than silently ignored.
+            : request.QueueTimeoutSeconds is not null ? "'queue_timeout_seconds' is not supported in batch lines; a batch line waits for its batch's completion_window."
+            : request.WebhookUrl is not null ? "'webhook_url' is not supported in batch lines; give the batch a webhook_url."
+            : null;
+        if (problem is not null)
+        {
+            return Refuse(problem);
+        }
+
+        var (parameters, messages, errors) = JobRequestValidator.Validate(request, options);
+        if (parameters is null)
+        {
+            return Refuse(string.Join(" ", errors.SelectMany(e => e.Value.Select(v => $"{e.Key}: {v}"))));
+        }
+
+        var model = body.TryGetProperty("model", out var mo) && mo.ValueKind == JsonValueKind.String ? mo.GetString() : null;
+        return new BatchLine(number, customId, new GenerateCompletion
+        {
+            JobId = Guid.CreateVersion7(),
+            TenantId = tenantId,
+            Prompt = request.Prompt,
+            Messages = messages,
+            Parameters = parameters,
+            BatchId = batchId,
+            Model = model,
+        }, null);
     }
 
     private static string Show(JsonElement value) =>

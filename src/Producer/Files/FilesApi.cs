@@ -38,8 +38,6 @@ public static class FilesApi
         CancellationToken ct)
     {
         var o = options.Value;
-        string? anchor = null;
-        string? seconds = null;
         if (!MediaTypeHeaderValue.TryParse(http.ContentType, out var type) || !type.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase)
             || HeaderUtilities.RemoveQuotes(type.Boundary).Value is not { Length: > 0 } boundary)
         {
@@ -48,85 +46,105 @@ public static class FilesApi
         }
 
         RequestBodies.AllowBody(http, o.MaxFileBytes + (1 << 20));
-        var reader = new MultipartReader(boundary, http.Body);
-        string? purpose = null;
-        StoredFile? stored = null;
-        IResult? refusal = null;
+        var form = new UploadForm();
         try
         {
-            while (refusal is null && await reader.ReadNextSectionAsync(ct) is { } section)
+            await form.ReadAsync(new MultipartReader(boundary, http.Body), http.HttpContext.Tenant(), files, o.MaxFileBytes, ct);
+        }
+        catch (FileTooLargeException e)
+        {
+            form.Refusal = Problems.Of(StatusCodes.Status413PayloadTooLarge, "File too large", e.Message);
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            form.Refusal = Problems.Of(StatusCodes.Status413PayloadTooLarge, "File too large", $"The upload is larger than the limit of {o.MaxFileBytes} bytes.");
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException && !ct.IsCancellationRequested)
+        {
+            // A truncated body, a boundary over 70 characters, part headers over 16 KiB: the client's request is bad.
+            form.Refusal = Problems.Of(StatusCodes.Status400BadRequest, "Malformed multipart body", $"The multipart/form-data body cannot be read: {e.Message}");
+        }
+
+        var (expiresAfter, refusal) = form.Check();
+        if (refusal is not null)
+        {
+            // A file part stored before the form turned out bad must not stay behind without an id anyone was given.
+            if (form.Stored is not null)
+            {
+                await files.DeleteAsync(form.Stored.Id, CancellationToken.None);
+            }
+
+            return refusal;
+        }
+
+        var stored = form.Stored!;
+        stored.ExpiresAt = expiresAfter > 0 ? stored.CreatedAt.AddSeconds(expiresAfter) : Retention.RetentionOptions.ExpiryOf(stored.CreatedAt, retention.Value.BatchFiles);
+        await files.SetExpiryAsync([stored.Id], stored.ExpiresAt, ct);
+        return TypedResults.Ok(BatchShapes.File(stored));
+    }
+
+    /// <summary>
+    /// OpenAI's upload form as it is read: <c>purpose</c>, <c>expires_after[anchor]</c>, <c>expires_after[seconds]</c>
+    /// and the <c>file</c> part, stored as it streams in (so a large file is never held whole).
+    /// </summary>
+    private sealed class UploadForm
+    {
+        private string? _purpose;
+        private string? _anchor;
+        private string? _seconds;
+
+        public StoredFile? Stored { get; private set; }
+
+        public IResult? Refusal { get; set; }
+
+        public async Task ReadAsync(MultipartReader reader, string tenant, FileStore files, long maxBytes, CancellationToken ct)
+        {
+            while (Refusal is null && await reader.ReadNextSectionAsync(ct) is { } section)
             {
                 if (!ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition))
                 {
                     continue;
                 }
 
-                var name = HeaderUtilities.RemoveQuotes(disposition.Name).Value;
-                if (name == "expires_after[anchor]")
+                switch (HeaderUtilities.RemoveQuotes(disposition.Name).Value)
                 {
-                    anchor = await ReadCappedAsync(section.Body, MaxPurposeChars, ct) ?? "";
-                }
-                else if (name == "expires_after[seconds]")
-                {
-                    seconds = await ReadCappedAsync(section.Body, MaxPurposeChars, ct) ?? "";
-                }
-                else if (name == "purpose")
-                {
-                    purpose = await ReadCappedAsync(section.Body, MaxPurposeChars, ct);
-                    if (purpose != "batch")
-                    {
-                        refusal = BadPurpose();
-                    }
-                }
-                else if (name == "file" && stored is null)
-                {
-                    var filename = HeaderUtilities.RemoveQuotes(disposition.FileName.HasValue ? disposition.FileName : disposition.FileNameStar).Value ?? "upload.jsonl";
-                    if (filename.Length > MaxFilenameChars || TextInput.HasNul(filename))
-                    {
-                        refusal = Problems.Of(StatusCodes.Status400BadRequest, "Invalid filename",
-                            $"A filename has at most {MaxFilenameChars} characters and no NUL character.");
+                    case "expires_after[anchor]":
+                        _anchor = await ReadCappedAsync(section.Body, MaxPurposeChars, ct) ?? "";
                         break;
-                    }
+                    case "expires_after[seconds]":
+                        _seconds = await ReadCappedAsync(section.Body, MaxPurposeChars, ct) ?? "";
+                        break;
+                    case "purpose":
+                        _purpose = await ReadCappedAsync(section.Body, MaxPurposeChars, ct);
+                        Refusal = _purpose != "batch" ? BadPurpose() : null;
+                        break;
+                    case "file" when Stored is null:
+                        var filename = HeaderUtilities.RemoveQuotes(disposition.FileName.HasValue ? disposition.FileName : disposition.FileNameStar).Value ?? "upload.jsonl";
+                        if (filename.Length > MaxFilenameChars || TextInput.HasNul(filename))
+                        {
+                            Refusal = Problems.Of(StatusCodes.Status400BadRequest, "Invalid filename",
+                                $"A filename has at most {MaxFilenameChars} characters and no NUL character.");
+                            return;
+                        }
 
-                    stored = await files.CreateAsync(http.HttpContext.Tenant(), filename, "batch", section.Body, o.MaxFileBytes, ct);
+                        Stored = await files.CreateAsync(tenant, filename, "batch", section.Body, maxBytes, ct);
+                        break;
                 }
             }
         }
-        catch (FileTooLargeException e)
-        {
-            refusal = Problems.Of(StatusCodes.Status413PayloadTooLarge, "File too large", e.Message);
-        }
-        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            refusal = Problems.Of(StatusCodes.Status413PayloadTooLarge, "File too large", $"The upload is larger than the limit of {o.MaxFileBytes} bytes.");
-        }
-        catch (Exception e) when (e is IOException or InvalidDataException && !ct.IsCancellationRequested)
-        {
-            // A truncated body, a boundary over 70 characters, part headers over 16 KiB: the client's request is bad.
-            refusal = Problems.Of(StatusCodes.Status400BadRequest, "Malformed multipart body", $"The multipart/form-data body cannot be read: {e.Message}");
-        }
 
-        var expiresAfter = 0L;
-        refusal ??= purpose != "batch" ? BadPurpose()
-            : stored is null ? Problems.Of(StatusCodes.Status400BadRequest, "No file", "The form has no 'file' part.")
-            : (anchor ?? seconds) is not null && (anchor != "created_at" || !long.TryParse(seconds, out expiresAfter) || expiresAfter is < 3600 or > 2_592_000)
-                ? Problems.Of(StatusCodes.Status400BadRequest, "Invalid expires_after",
-                    "'expires_after[anchor]' is \"created_at\" and 'expires_after[seconds]' is 3600 (1 hour) to 2592000 (30 days), as OpenAI's.")
-            : null;
-        if (refusal is not null)
+        /// <summary>The form's refusal, or the expiry it asks for (0: the deployment's default for batch files).</summary>
+        public (long ExpiresAfter, IResult? Refusal) Check()
         {
-            // A file part stored before the form turned out bad must not stay behind without an id anyone was given.
-            if (stored is not null)
-            {
-                await files.DeleteAsync(stored.Id, CancellationToken.None);
-            }
-
-            return refusal;
+            var expiresAfter = 0L;
+            var refusal = Refusal ?? (_purpose != "batch" ? BadPurpose()
+                : Stored is null ? Problems.Of(StatusCodes.Status400BadRequest, "No file", "The form has no 'file' part.")
+                : (_anchor ?? _seconds) is not null && (_anchor != "created_at" || !long.TryParse(_seconds, out expiresAfter) || expiresAfter is < 3600 or > 2_592_000)
+                    ? Problems.Of(StatusCodes.Status400BadRequest, "Invalid expires_after",
+                        "'expires_after[anchor]' is \"created_at\" and 'expires_after[seconds]' is 3600 (1 hour) to 2592000 (30 days), as OpenAI's.")
+                : null);
+            return (expiresAfter, refusal);
         }
-
-        stored!.ExpiresAt = expiresAfter > 0 ? stored.CreatedAt.AddSeconds(expiresAfter) : Retention.RetentionOptions.ExpiryOf(stored.CreatedAt, retention.Value.BatchFiles);
-        await files.SetExpiryAsync([stored.Id], stored.ExpiresAt, ct);
-        return TypedResults.Ok(BatchShapes.File(stored));
     }
 
     private static async Task<IResult> ListAsync(FileStore files, HttpContext http, string? purpose, int? limit, string? after, string? order, CancellationToken ct)

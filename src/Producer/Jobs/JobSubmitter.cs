@@ -63,22 +63,10 @@ public sealed class JobSubmitter(
     /// <summary>The stored job and whether this call created it (false: an idempotent replay); or the problem to answer.</summary>
     public async Task<(Job? Job, bool Created, IResult? Problem)> SubmitAsync(HttpContext http, CreateJobRequest request, CancellationToken ct)
     {
-        var o = options.Value;
-        var (parameters, messages, errors) = JobRequestValidator.Validate(request, o);
-        if (parameters is not null && request.WebhookUrl is { } webhookUrl
-            && await Webhooks.WebhooksApi.CheckTargetAsync(webhookUrl, http.Tenant(), webhookPolicy, webhooks, ct) is { } webhookProblem)
+        var (parameters, messages, invalid) = await CheckAsync(http.Tenant(), request, ct);
+        if (invalid is not null)
         {
-            (parameters, errors) = (null, new Dictionary<string, string[]> { ["webhook_url"] = [webhookProblem] });
-        }
-
-        if (parameters is null)
-        {
-            return (null, false, TypedResults.Problem(new HttpValidationProblemDetails(errors)
-            {
-                Status = StatusCodes.Status422UnprocessableEntity,
-                Title = "The job request is invalid",
-                Type = "https://tools.ietf.org/html/rfc4918#section-11.2",
-            }));
+            return (null, false, invalid);
         }
 
         var idempotencyKey = http.Request.Headers["Idempotency-Key"].ToString();
@@ -87,21 +75,65 @@ public sealed class JobSubmitter(
             return (null, false, Problems.Of(StatusCodes.Status400BadRequest, "Idempotency-Key too long", "The Idempotency-Key header has at most 255 characters."));
         }
 
+        var (job, message) = NewJob(http.Tenant(), request, parameters!, messages, idempotencyKey);
+        var (kept, created, refused) = await StoreAsync(http, job, ct);
+        if (refused is not null)
+        {
+            return (null, false, refused);
+        }
+
+        var stored = kept!; // StoreAsync answers a job or a problem
+        System.Diagnostics.Activity.Current?.SetTag("llmserving.job_id", stored.Id.ToString());
+        if (created)
+        {
+            // The job is durable now; if the broker is unreachable the sweep publishes it later.
+            var publishing = System.Diagnostics.Stopwatch.GetTimestamp();
+            if (await publisher.TryPublishAsync(stored, ct, message))
+            {
+                stored.QueuedAt = DateTimeOffset.UtcNow;
+            }
+
+            stages.Observe("publish", publishing);
+        }
+
+        return (stored, created, null);
+    }
+
+    /// <summary>The request's rules (the validator's, then its webhook target); a 422 with every error by field.</summary>
+    private async Task<(GenerationParameters? Parameters, List<ChatMessage>? Messages, IResult? Problem)> CheckAsync(
+        string tenant, CreateJobRequest request, CancellationToken ct)
+    {
+        var (parameters, messages, errors) = JobRequestValidator.Validate(request, options.Value);
+        if (parameters is not null && request.WebhookUrl is { } webhookUrl
+            && await Webhooks.WebhooksApi.CheckTargetAsync(webhookUrl, tenant, webhookPolicy, webhooks, ct) is { } webhookProblem)
+        {
+            (parameters, errors) = (null, new Dictionary<string, string[]> { ["webhook_url"] = [webhookProblem] });
+        }
+
+        return parameters is not null
+            ? (parameters, messages, null)
+            : (null, null, TypedResults.Problem(new HttpValidationProblemDetails(errors)
+            {
+                Status = StatusCodes.Status422UnprocessableEntity,
+                Title = "The job request is invalid",
+                Type = "https://tools.ietf.org/html/rfc4918#section-11.2",
+            }));
+    }
+
+    /// <summary>The job row and its message, as the worker will read it.</summary>
+    private (Job Job, GenerateCompletion Message) NewJob(
+        string tenant, CreateJobRequest request, GenerationParameters parameters, List<ChatMessage>? messages, string idempotencyKey)
+    {
         var id = Guid.CreateVersion7();
         DateTimeOffset? deadline = request.QueueTimeoutSeconds is { } seconds ? DateTimeOffset.UtcNow.AddSeconds(seconds) : null;
         var message = new GenerateCompletion
         {
-            Deadline = deadline,
-            JobId = id,
-            TenantId = http.Tenant(),
-            Prompt = request.Prompt,
-            Messages = messages,
-            Parameters = parameters,
+            Deadline = deadline, JobId = id, TenantId = tenant, Prompt = request.Prompt, Messages = messages, Parameters = parameters,
         };
         var job = new Job
         {
             Id = id,
-            TenantId = http.Tenant(),
+            TenantId = tenant,
             IdempotencyKey = idempotencyKey.Length > 0 ? idempotencyKey : null,
             // Of the parsed request, not the raw bytes: the same request with other whitespace or key order is the same.
             // Only an idempotency key needs it (to refuse the key's reuse with another request).
@@ -110,11 +142,19 @@ public sealed class JobSubmitter(
                 : null,
             Deadline = deadline,
             Request = JsonSerializer.Serialize(message, JobPublisher.MessageJson),
-            Queue = o.JobQueue,
+            Queue = options.Value.JobQueue,
             WebhookUrl = request.WebhookUrl,
         };
+        return (job, message);
+    }
 
-        // With a cap, the count and the insert are one locked transaction (and a replay is answered before the cap).
+    /// <summary>
+    /// Inserts the job: grouped with concurrent submissions, or on its own when it has an idempotency key (a replay
+    /// returns the stored job) or the tenant has a queued-jobs cap (counted under a lock, 429 when full).
+    /// </summary>
+    private async Task<(Job? Stored, bool Created, IResult? Problem)> StoreAsync(HttpContext http, Job job, CancellationToken ct)
+    {
+        var o = options.Value;
         var inserting = System.Diagnostics.Stopwatch.GetTimestamp();
         var (capped, created) = o.MaxQueuedJobsPerTenant > 0
             ? await store.CreateCappedAsync(job, o.MaxQueuedJobsPerTenant, ct)
@@ -132,20 +172,7 @@ public sealed class JobSubmitter(
         if (!created && stored.RequestHash != job.RequestHash)
         {
             return (null, false, Problems.Of(StatusCodes.Status422UnprocessableEntity, "Idempotency-Key reused",
-                $"The Idempotency-Key '{idempotencyKey}' was already used for job {stored.Id} with a different request body."));
-        }
-
-        System.Diagnostics.Activity.Current?.SetTag("llmserving.job_id", stored.Id.ToString());
-        if (created)
-        {
-            // The job is durable now; if the broker is unreachable the sweep publishes it later.
-            var publishing = System.Diagnostics.Stopwatch.GetTimestamp();
-            if (await publisher.TryPublishAsync(stored, ct, message))
-            {
-                stored.QueuedAt = DateTimeOffset.UtcNow;
-            }
-
-            stages.Observe("publish", publishing);
+                $"The Idempotency-Key '{job.IdempotencyKey}' was already used for job {stored.Id} with a different request body."));
         }
 
         return (stored, created, null);

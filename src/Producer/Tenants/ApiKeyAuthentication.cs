@@ -24,72 +24,85 @@ public static class ApiKeyAuthentication
     {
         app.Use(async (context, next) =>
         {
-            var admin = context.RequestServices.GetRequiredService<IOptions<ProducerOptions>>().Value.AdminKey;
-            if (string.IsNullOrEmpty(admin) && context.Request.Path.StartsWithSegments("/v1/admin"))
-            {
-                // Without an admin key there is nobody to manage keys: a key minted now would still open the API
-                // once keys are turned on.
-                await Deny(context, StatusCodes.Status404NotFound, "Not found", "API keys are off: set Producer:AdminKey to manage them.");
-                return;
-            }
-
-            if (string.IsNullOrEmpty(admin) || !context.Request.Path.StartsWithSegments("/v1"))
+            if (await AdmitAsync(context))
             {
                 await next(context);
-                return;
             }
-
-            var header = context.Request.Headers.Authorization.ToString();
-            var key = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : "";
-            var adminPath = context.Request.Path.StartsWithSegments("/v1/admin");
-            if (key.Length == 0)
-            {
-                await Deny(context, StatusCodes.Status401Unauthorized, "API key required", "Send 'Authorization: Bearer <API key>'.");
-                return;
-            }
-
-            if (CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(key), Encoding.UTF8.GetBytes(admin)))
-            {
-                if (!adminPath)
-                {
-                    await Deny(context, StatusCodes.Status403Forbidden, "Admin key", "The admin key manages API keys only; use a tenant's key for jobs, files and batches.");
-                    return;
-                }
-
-                await next(context);
-                return;
-            }
-
-            if (adminPath)
-            {
-                await Deny(context, StatusCodes.Status403Forbidden, "Admin only", "Managing API keys needs the admin key.");
-                return;
-            }
-
-            // Unknown keys cost a database lookup each: an address that keeps sending them is refused for a while,
-            // but only for keys that are not active ones (an ingress or NAT address is shared by many clients).
-            var guard = context.RequestServices.GetRequiredService<InvalidKeyLimiter>();
-            var address = context.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-            if (!await guard.MayLookUpAsync(address, key, context.RequestAborted))
-            {
-                context.Response.Headers.RetryAfter = "60";
-                await Deny(context, StatusCodes.Status429TooManyRequests, "Too many invalid API keys",
-                    $"This address sent more than {InvalidKeyLimiter.PerMinute} unknown keys in a minute; retry later.");
-                return;
-            }
-
-            var tenant = await context.RequestServices.GetRequiredService<ApiKeyStore>().FindTenantAsync(key, context.RequestAborted);
-            if (tenant is null)
-            {
-                guard.Count(address);
-                await Deny(context, StatusCodes.Status401Unauthorized, "Invalid API key", "The API key is unknown or was revoked.");
-                return;
-            }
-
-            context.Items[TenantItem] = tenant;
-            await next(context);
         });
         return app;
+    }
+
+    /// <summary>Whether the request goes on; when not, the refusal has been written.</summary>
+    private static async Task<bool> AdmitAsync(HttpContext context)
+    {
+        var admin = context.RequestServices.GetRequiredService<IOptions<ProducerOptions>>().Value.AdminKey;
+        var adminPath = context.Request.Path.StartsWithSegments("/v1/admin");
+        if (string.IsNullOrEmpty(admin) && adminPath)
+        {
+            // Without an admin key there is nobody to manage keys: a key minted now would still open the API
+            // once keys are turned on.
+            await Deny(context, StatusCodes.Status404NotFound, "Not found", "API keys are off: set Producer:AdminKey to manage them.");
+            return false;
+        }
+
+        if (string.IsNullOrEmpty(admin) || !context.Request.Path.StartsWithSegments("/v1"))
+        {
+            return true;
+        }
+
+        var header = context.Request.Headers.Authorization.ToString();
+        var key = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : "";
+        if (key.Length == 0)
+        {
+            await Deny(context, StatusCodes.Status401Unauthorized, "API key required", "Send 'Authorization: Bearer <API key>'.");
+            return false;
+        }
+
+        if (CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(key), Encoding.UTF8.GetBytes(admin)))
+        {
+            if (!adminPath)
+            {
+                await Deny(context, StatusCodes.Status403Forbidden, "Admin key", "The admin key manages API keys only; use a tenant's key for jobs, files and batches.");
+                return false;
+            }
+
+            return true;
+        }
+
+        if (adminPath)
+        {
+            await Deny(context, StatusCodes.Status403Forbidden, "Admin only", "Managing API keys needs the admin key.");
+            return false;
+        }
+
+        return await TenantKeyAsync(context, key);
+    }
+
+    /// <summary>A tenant's key: its tenant becomes the request's; an unknown one counts against the address.</summary>
+    private static async Task<bool> TenantKeyAsync(HttpContext context, string key)
+    {
+        // Unknown keys cost a database lookup each: an address that keeps sending them is refused for a while,
+        // but only for keys that are not active ones (an ingress or NAT address is shared by many clients).
+        var guard = context.RequestServices.GetRequiredService<InvalidKeyLimiter>();
+        var address = context.Connection.RemoteIpAddress?.ToString() ?? "unknown";
+        if (!await guard.MayLookUpAsync(address, key, context.RequestAborted))
+        {
+            context.Response.Headers.RetryAfter = "60";
+            await Deny(context, StatusCodes.Status429TooManyRequests, "Too many invalid API keys",
+                $"This address sent more than {InvalidKeyLimiter.PerMinute} unknown keys in a minute; retry later.");
+            return false;
+        }
+
+        var tenant = await context.RequestServices.GetRequiredService<ApiKeyStore>().FindTenantAsync(key, context.RequestAborted);
+        if (tenant is null)
+        {
+            guard.Count(address);
+            await Deny(context, StatusCodes.Status401Unauthorized, "Invalid API key", "The API key is unknown or was revoked.");
+            return false;
+        }
+
+        context.Items[TenantItem] = tenant;
+        return true;
     }
 
     public static IEndpointRouteBuilder MapAdminApi(this IEndpointRouteBuilder app)
