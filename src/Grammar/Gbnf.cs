@@ -70,6 +70,7 @@ public static class Gbnf
         private readonly HashSet<string> _defined = new(StringComparer.Ordinal);
         private int _pos;
         private int _depth;
+        private readonly Dictionary<int, (double Open, bool MayBeEmpty)> _starts = [];
 
         public void Parse()
         {
@@ -111,68 +112,7 @@ public static class Gbnf
         /// </summary>
         private void LimitAmbiguity()
         {
-            var starts = new Dictionary<int, (double Open, bool MayBeEmpty)>();
             var names = _symbols.ToDictionary(kv => kv.Value, kv => kv.Key);
-
-            (double Open, bool MayBeEmpty) Start(int id)
-            {
-                if (starts.TryGetValue(id, out var known))
-                {
-                    return known;
-                }
-
-                var rule = _rules[id];
-                double open = 0;
-                var empty = false;
-                var beginning = true;
-                for (var i = 0; i < rule.Count; i++)
-                {
-                    if (beginning)
-                    {
-                        var (o, e) = From(rule, i);
-                        open = Math.Min(open + o, 1e15);
-                        empty |= e;
-                        beginning = false;
-                    }
-
-                    if (rule[i].Kind == Kind.Alt)
-                    {
-                        beginning = true;
-                    }
-                }
-
-                return starts[id] = (open, empty);
-            }
-
-            // The stacks opened from position i of a rule up to the first terminal, and whether its end is reached
-            // (every way there leaves the same stack, which llama.cpp keeps once).
-            (double Open, bool ReachesEnd) From(List<Element> rule, int i)
-            {
-                double open = 0;
-                for (; i < rule.Count; i++)
-                {
-                    var e = rule[i];
-                    switch (e.Kind)
-                    {
-                        case Kind.Char:
-                            return (Math.Min(open + 1, 1e15), false);
-                        case Kind.Ref:
-                            var (o, empty) = Start(e.Value);
-                            open = Math.Min(open + o, 1e15);
-                            if (!empty)
-                            {
-                                return (open, false);
-                            }
-
-                            break;
-                        default:
-                            return (open, true);
-                    }
-                }
-
-                return (open, true);
-            }
-
             foreach (var (id, rule) in _rules)
             {
                 var (atStart, endsAtStart) = Start(id);
@@ -194,6 +134,68 @@ public static class Gbnf
                         $"(at most {MaxOpenStacks}); every token is checked against each of them. Merge alternatives that start alike.");
                 }
             }
+        }
+
+        /// <summary>The stacks a rule opens at its start, and whether it can match nothing (memoised; acyclic after the left-recursion check).</summary>
+        private (double Open, bool MayBeEmpty) Start(int id)
+        {
+            if (_starts.TryGetValue(id, out var known))
+            {
+                return known;
+            }
+
+            var rule = _rules[id];
+            double open = 0;
+            var empty = false;
+            var beginning = true;
+            for (var i = 0; i < rule.Count; i++)
+            {
+                if (beginning)
+                {
+                    var (o, e) = From(rule, i);
+                    open = Math.Min(open + o, 1e15);
+                    empty |= e;
+                    beginning = false;
+                }
+
+                if (rule[i].Kind == Kind.Alt)
+                {
+                    beginning = true;
+                }
+            }
+
+            return _starts[id] = (open, empty);
+        }
+
+        /// <summary>
+        /// The stacks opened from position <paramref name="i"/> of a rule up to the first terminal, and whether its end
+        /// is reached (every way there leaves the same stack, which llama.cpp keeps once).
+        /// </summary>
+        private (double Open, bool ReachesEnd) From(List<Element> rule, int i)
+        {
+            double open = 0;
+            for (; i < rule.Count; i++)
+            {
+                var e = rule[i];
+                switch (e.Kind)
+                {
+                    case Kind.Char:
+                        return (Math.Min(open + 1, 1e15), false);
+                    case Kind.Ref:
+                        var (o, empty) = Start(e.Value);
+                        open = Math.Min(open + o, 1e15);
+                        if (!empty)
+                        {
+                            return (open, false);
+                        }
+
+                        break;
+                    default:
+                        return (open, true);
+                }
+            }
+
+            return (open, true);
         }
 
         private void ParseRule()

@@ -315,6 +315,11 @@ public static class JsonGrammar
                 return "\"{\" \"}\"";
             }
 
+            return OptionalOnly(optional);
+        }
+
+        private string OptionalOnly(List<string> optional)
+        {
             // No required member: the first present one carries no comma, and each may be followed by any of the later
             // ones. Writing each alternative's tail out in full made the grammar grow with the square of the members
             // (a 32 KB schema took 9 s and 942 MB to translate). The tails are rules instead: the members in chunks of

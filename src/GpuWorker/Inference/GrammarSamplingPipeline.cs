@@ -126,43 +126,7 @@ public sealed class GrammarSamplingPipeline : BaseSamplingPipeline
 
             // 3. Every token through the grammar, a chunk per native call, then the chain over what is left.
             SlowPaths++;
-            var logits = ctx.GetLogitsIth(index);
-            for (var t = 0; t < vocab; t++)
-            {
-                all[t] = new LLamaTokenData((LLamaToken)t, logits[t], 0);
-            }
-
-            var chunk = ArrayPool<LLamaTokenData>.Shared.Rent(ChunkSize);
-            try
-            {
-                for (var start = 0; start < vocab; start += ChunkSize)
-                {
-                    if (_interrupted())
-                    {
-                        throw new SamplingInterruptedException();
-                    }
-
-                    var length = Math.Min(ChunkSize, vocab - start);
-                    all.AsSpan(start, length).CopyTo(chunk);
-                    using (LLamaTokenDataArrayNative.Create(new LLamaTokenDataArray(chunk.AsMemory(0, length), isSorted: false), out var native))
-                    {
-                        _grammarChain.Apply(ref native);
-                    }
-
-                    // The grammar only marks rejected tokens (logit -inf); the order stays as it was.
-                    for (var k = 0; k < length; k++)
-                    {
-                        all[start + k] = chunk[k];
-                    }
-
-                    ChunksChecked++;
-                }
-            }
-            finally
-            {
-                ArrayPool<LLamaTokenData>.Shared.Return(chunk);
-            }
-
+            CheckInChunks(ctx.GetLogitsIth(index), all, vocab);
             using (LLamaTokenDataArrayNative.Create(new LLamaTokenDataArray(all.AsMemory(0, vocab), isSorted: false), out var filtered))
             {
                 Apply(ctx, ref filtered);
@@ -174,6 +138,45 @@ public sealed class GrammarSamplingPipeline : BaseSamplingPipeline
         finally
         {
             ArrayPool<LLamaTokenData>.Shared.Return(all);
+        }
+    }
+
+    /// <summary>
+    /// Fills <paramref name="all"/> with every token's logit and marks what the grammar rejects (-inf), a chunk of
+    /// <see cref="ChunkSize"/> tokens per native call, asking between chunks whether the sequence must stop.
+    /// </summary>
+    private void CheckInChunks(Span<float> logits, LLamaTokenData[] all, int vocab)
+    {
+        for (var t = 0; t < vocab; t++)
+        {
+            all[t] = new LLamaTokenData((LLamaToken)t, logits[t], 0);
+        }
+
+        var chunk = ArrayPool<LLamaTokenData>.Shared.Rent(ChunkSize);
+        try
+        {
+            for (var start = 0; start < vocab; start += ChunkSize)
+            {
+                if (_interrupted())
+                {
+                    throw new SamplingInterruptedException();
+                }
+
+                var length = Math.Min(ChunkSize, vocab - start);
+                all.AsSpan(start, length).CopyTo(chunk);
+                using (LLamaTokenDataArrayNative.Create(new LLamaTokenDataArray(chunk.AsMemory(0, length), isSorted: false), out var native))
+                {
+                    _grammarChain!.Apply(ref native);
+                }
+
+                // The grammar only marks rejected tokens (logit -inf); the order stays as it was.
+                chunk.AsSpan(0, length).CopyTo(all.AsSpan(start, length));
+                ChunksChecked++;
+            }
+        }
+        finally
+        {
+            ArrayPool<LLamaTokenData>.Shared.Return(chunk);
         }
     }
 

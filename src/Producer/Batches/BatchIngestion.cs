@@ -95,13 +95,7 @@ public sealed class BatchIngestion(
     private async Task<bool> IngestAsync(Batch batch, CancellationToken ct)
     {
         var o = options.Value;
-        var parser = new BatchLineParser(batch.Endpoint, batch.Id, batch.TenantId, o, json.Value.SerializerOptions);
-        if (batch.IngestedBytes > 0)
-        {
-            parser.Seen(await lines.CustomIdsAsync(batch.Id, ct));
-            logger.LogInformation("Batch {BatchId}: resuming ingestion at line {Line} (byte {Offset})", batch.Id, batch.IngestedLines + 1, batch.IngestedBytes);
-        }
-
+        var parser = await ParserForAsync(batch, ct);
         await using var stream = files.OpenRead(batch.InputFileId, batch.IngestedBytes);
         var reader = new LineReader(stream, o.MaxLineBytes);
         var offset = batch.IngestedBytes;
@@ -160,6 +154,19 @@ public sealed class BatchIngestion(
         }
 
         return sawContent;
+    }
+
+    /// <summary>The batch's line parser; when ingestion resumes, it knows the custom_ids already taken.</summary>
+    private async Task<BatchLineParser> ParserForAsync(Batch batch, CancellationToken ct)
+    {
+        var parser = new BatchLineParser(batch.Endpoint, batch.Id, batch.TenantId, options.Value, json.Value.SerializerOptions);
+        if (batch.IngestedBytes > 0)
+        {
+            parser.Seen(await lines.CustomIdsAsync(batch.Id, ct));
+            logger.LogInformation("Batch {BatchId}: resuming ingestion at line {Line} (byte {Offset})", batch.Id, batch.IngestedLines + 1, batch.IngestedBytes);
+        }
+
+        return parser;
     }
 
     private static string NotJsonl() => Errors(("invalid_file",
