@@ -46,7 +46,9 @@ public sealed class BadInputTests
         yield return Case("TopPIsZero", """{"prompt": "a", "top_p": 0}""", 422, "top_p", "greater than 0 and at most 1");
         yield return Case("TopPIsAboveOne", """{"prompt": "a", "top_p": 1.5}""", 422, "top_p", "greater than 0 and at most 1");
         yield return Case("RoleIsUnknown", """{"messages": [{"role": "wizard", "content": "hi"}]}""", 422, "messages[0].role", "Unknown role 'wizard'");
-        yield return Case("ContentIsNotAString", """{"messages": [{"role": "user", "content": 5}]}""", 422, "messages[0].content", "must be a string");
+        yield return Case("ContentIsNotAString", """{"messages": [{"role": "user", "content": 5}]}""", 422, "messages[0].content", "must be a string or a non-empty array of text parts");
+        yield return Case("ContentPartsAreEmpty", """{"messages": [{"role": "user", "content": []}]}""", 422, "messages[0].content", "non-empty array of text parts");
+        yield return Case("AContentPartHasNoText", """{"messages": [{"role": "user", "content": [{"type": "text"}]}]}""", 422, "messages[0].content[0]", "A content part is");
         yield return Case("StopIsANumber", """{"prompt": "a", "stop": 3}""", 422, "stop", "string or an array of strings");
         yield return Case("TooManyStopStrings", """{"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}""", 422, "stop", "At most 4");
         yield return Case("QueueTimeoutIsZero", """{"prompt": "a", "queue_timeout_seconds": 0}""", 422, "queue_timeout_seconds", "between 1 and 604800");

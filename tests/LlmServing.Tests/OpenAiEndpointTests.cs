@@ -65,6 +65,49 @@ public sealed class OpenAiEndpointTests
     }
 
     [Test]
+    public async Task ShouldAnswerAsToASystemMessage_WhenTheOfficialClientSendsADeveloperMessageAndContentParts()
+    {
+        // What the OpenAI SDKs send for newer models: the system prompt as a 'developer' message, and content as parts.
+        // Both were refused (422); they now render as the system message and the parts' text joined by newlines.
+        var openai = new OpenAIClient(new ApiKeyCredential("not-needed"), new OpenAIClientOptions { Endpoint = new Uri(_producer.Client.BaseAddress!, "/v1") });
+        var chat = openai.GetChatClient("stories260K");
+#pragma warning disable OPENAI001 // DeveloperChatMessage is marked for evaluation in the .NET client; the wire shape is stable
+        var developer = new DeveloperChatMessage("Tell a story.");
+#pragma warning restore OPENAI001
+        ChatCompletion completion = await chat.CompleteChatAsync(
+            [developer, new UserChatMessage(ChatMessageContentPart.CreateTextPart("Tom had a red ball."), ChatMessageContentPart.CreateTextPart("He"))],
+            new ChatCompletionOptions { MaxOutputTokenCount = 24, Temperature = 0 });
+
+        using var plain = await _producer.Client.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            model = "stories260K",
+            messages = new object[] { new { role = "system", content = "Tell a story." }, new { role = "user", content = "Tom had a red ball.\nHe" } },
+            max_tokens = 24,
+            temperature = 0,
+        });
+        var expected = (await plain.Content.ReadFromJsonAsync<JsonObject>())!["choices"]![0]!["message"]!["content"]!.GetValue<string>();
+
+        Assert.That(completion.Content[0].Text, Is.EqualTo(expected).And.Not.Empty, "the same prompt as system + one string");
+    }
+
+    [Test]
+    public async Task ShouldNameThePart_WhenAContentPartIsNotText()
+    {
+        using var response = await _producer.Client.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            messages = new object[]
+            {
+                new { role = "user", content = new object[] { new { type = "text", text = "Look:" }, new { type = "image_url", image_url = new { url = "data:image/png;base64,AA==" } } } },
+            },
+            max_tokens = 4,
+        });
+        var body = await response.Content.ReadAsStringAsync();
+
+        Assert.That((int)response.StatusCode, Is.EqualTo(422), body);
+        Assert.That(body, Does.Contain("messages[0].content[1]").And.Contain("'image_url' are not supported"));
+    }
+
+    [Test]
     public async Task ShouldTellTheKnownStory_WhenACompletionIsAskedOverPlainHttp()
     {
         using var response = await _producer.Client.PostAsJsonAsync("/v1/completions",

@@ -137,7 +137,7 @@ public sealed record JobTimings(double? QueueMs, double? RunMs, double? TotalMs)
 
 internal static class JobRequestValidator
 {
-    private static readonly HashSet<string> Roles = ["system", "user", "assistant"];
+    private static readonly HashSet<string> Roles = ["system", "developer", "user", "assistant"];
 
     /// <summary>OpenAI fields with nothing to honour here: accepted and ignored.</summary>
     public static readonly string[] HarmlessFields = ["model", "user", "metadata", "store", "service_tier"];
@@ -325,26 +325,64 @@ internal static class JobRequestValidator
 
                 if (m.Role is null || !Roles.Contains(m.Role))
                 {
-                    Error($"messages[{i}].role", $"Unknown role '{m.Role?.Replace('\0', '\uFFFD')}': use one of system, user, assistant.");
+                    Error($"messages[{i}].role", $"Unknown role '{m.Role?.Replace('\0', '\uFFFD')}': use one of system, developer, user, assistant.");
                 }
 
-                if (m.Content is not { ValueKind: JsonValueKind.String } content)
+                if (Content(m.Content, $"messages[{i}].content") is not { } text)
                 {
-                    Error($"messages[{i}].content", "'content' must be a string.");
                     continue;
                 }
 
-                var text = content.GetString()!;
                 if (TextInput.HasNul(text))
                 {
                     Error($"messages[{i}].content", "'content' " + TextInput.Problem(text));
                 }
 
                 characters += text.Length;
-                messages.Add(new ChatMessage(m.Role ?? "", text));
+                // OpenAI's newer models take the system prompt as a 'developer' message; the model's chat template
+                // knows it as the system message.
+                messages.Add(new ChatMessage(m.Role == "developer" ? "system" : m.Role ?? "", text));
             }
 
             return (messages, characters);
+        }
+
+        /// <summary>
+        /// A message's text: a string, or OpenAI's content parts (<c>[{"type": "text", "text": "..."}]</c>), joined
+        /// with newlines as vLLM joins them. Any other part (an image, audio, a file) is refused, named: only text is
+        /// served here.
+        /// </summary>
+        private string? Content(JsonElement? content, string field)
+        {
+            if (content is { ValueKind: JsonValueKind.String } text)
+            {
+                return text.GetString()!;
+            }
+
+            if (content is not { ValueKind: JsonValueKind.Array } parts || parts.GetArrayLength() == 0)
+            {
+                Error(field, "'content' must be a string or a non-empty array of text parts ({\"type\": \"text\", \"text\": \"...\"}).");
+                return null;
+            }
+
+            var texts = new List<string>();
+            var index = 0;
+            foreach (var part in parts.EnumerateArray())
+            {
+                var type = part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+                if (type != "text" || !part.TryGetProperty("text", out var value) || value.ValueKind != JsonValueKind.String)
+                {
+                    Error($"{field}[{index}]", type is null or "text"
+                        ? "A content part is {\"type\": \"text\", \"text\": \"...\"}."
+                        : $"Content parts of type '{type.Replace('\0', '\uFFFD')}' are not supported: only text is served here.");
+                    return null;
+                }
+
+                texts.Add(value.GetString()!);
+                index++;
+            }
+
+            return string.Join("\n", texts);
         }
 
         /// <summary><c>max_tokens</c> (or <c>max_completion_tokens</c>, which must agree), within the context.</summary>
