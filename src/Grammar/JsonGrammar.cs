@@ -16,7 +16,8 @@ public sealed class UnsupportedSchemaException(string keyword, string message) :
 /// client writes reaches the worker's native grammar parser. JSON Schema support: objects (<c>properties</c>,
 /// <c>required</c>; no other property is ever generated), strings (<c>enum</c>, <c>const</c>, <c>minLength</c>,
 /// <c>maxLength</c>), integers, numbers, booleans, null, arrays (<c>items</c>, <c>minItems</c>, <c>maxItems</c>),
-/// <c>anyOf</c> / <c>oneOf</c>, <c>$ref</c> to <c>#/$defs/...</c> or <c>#/definitions/...</c>, type lists.
+/// <c>anyOf</c> / <c>oneOf</c>, <c>$ref</c> to <c>#/$defs/...</c> or <c>#/definitions/...</c>, type lists, string
+/// <c>format</c>s (<see cref="StringFormats"/>).
 /// Annotations (<c>title</c>, <c>description</c>, ...) are ignored; any other keyword is refused, named. The
 /// output is compact JSON (no whitespace between tokens), which every JSON parser reads. Pure: no engine.
 /// </summary>
@@ -32,7 +33,7 @@ public static class JsonGrammar
     private static readonly HashSet<string> Structural =
     [
         "type", "properties", "required", "items", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
-        "minLength", "maxLength", "minItems", "maxItems",
+        "minLength", "maxLength", "minItems", "maxItems", "format",
     ];
 
     /// <summary>
@@ -110,6 +111,15 @@ public static class JsonGrammar
             text.Append(name).Append(" ::= ").Append(body).Append('\n');
         }
 
+        var written = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var rule in builder.Formats.SelectMany(StringFormats.RulesOf))
+        {
+            if (written.Add(rule[..rule.IndexOf(" ::=", StringComparison.Ordinal)]))
+            {
+                text.Append(rule.TrimEnd()).Append('\n');
+            }
+        }
+
         return text.Append(Common).ToString();
     }
 
@@ -146,6 +156,9 @@ public static class JsonGrammar
         private int _depth;
 
         public List<(string Name, string Body)> Rules { get; } = [];
+
+        /// <summary>The string formats used, whose rules follow the schema's.</summary>
+        public SortedSet<string> Formats { get; } = new(StringComparer.Ordinal);
 
         /// <summary>Returns a rule name (or an inline expression) that matches the schema.</summary>
         public string Rule(JsonElement schema, string? name = null)
@@ -207,10 +220,21 @@ public static class JsonGrammar
             return name;
         }
 
+        private static bool AllowsFormat(JsonElement schema) =>
+            !schema.TryGetProperty("enum", out _) && !schema.TryGetProperty("const", out _) && !schema.TryGetProperty("$ref", out _)
+            && schema.TryGetProperty("type", out var type)
+            && (type.ValueKind == JsonValueKind.String ? type.GetString() == "string"
+                : type.ValueKind == JsonValueKind.Array && type.EnumerateArray().Any(t => t.ValueKind == JsonValueKind.String && t.GetString() == "string"));
+
         private static bool IsSimple(string body) => body is "string" or "integer" or "number" or "boolean" or "null";
 
         private string Body(JsonElement schema)
         {
+            if (schema.TryGetProperty("format", out _) && !AllowsFormat(schema))
+            {
+                throw new UnsupportedSchemaException("format", "'format' is supported on strings only (type \"string\", without 'enum' or 'const').");
+            }
+
             if (schema.TryGetProperty("$ref", out var reference))
             {
                 return reference.ValueKind == JsonValueKind.String
@@ -381,10 +405,15 @@ public static class JsonGrammar
         /// <summary>llama.cpp refuses a repetition of 2000 or more.</summary>
         private const int MaxStringLength = 1999;
 
-        private static string String(JsonElement schema)
+        private string String(JsonElement schema)
         {
             var min = Count(schema, "minLength");
             var max = Count(schema, "maxLength");
+            if (schema.TryGetProperty("format", out var format))
+            {
+                return Format(format, min is not null || max is not null);
+            }
+
             if (min is null && max is null)
             {
                 return "string";
@@ -404,6 +433,25 @@ public static class JsonGrammar
             }
 
             return $"\"\\\"\" char{{{min ?? 0},{(max is { } m ? m.ToString(CultureInfo.InvariantCulture) : "")}}} \"\\\"\"";
+        }
+
+        /// <summary>A string of a <c>format</c> (<see cref="StringFormats"/>); refused when unknown or combined with a length.</summary>
+        private string Format(JsonElement format, bool withLength)
+        {
+            var name = format.ValueKind == JsonValueKind.String ? format.GetString()! : "";
+            if (!StringFormats.Supported.Contains(name))
+            {
+                throw new UnsupportedSchemaException("format",
+                    $"The string format '{name}' is not supported; supported: {string.Join(", ", StringFormats.Supported)}.");
+            }
+
+            if (withLength)
+            {
+                throw new UnsupportedSchemaException("format", $"A string with 'format' '{name}' cannot also have 'minLength' or 'maxLength'.");
+            }
+
+            Formats.Add(name);
+            return $"\"\\\"\" {StringFormats.RuleName(name)} \"\\\"\"";
         }
 
         private string Reference(string reference)

@@ -136,6 +136,71 @@ public sealed class StructuredOutputTests
     }
 
     [Test]
+    public async Task ShouldWriteValidValues_WhenStringsHaveTheFormatsPydanticEmits()
+    {
+        // datetime, date, time, timedelta, UUID, EmailStr, AnyUrl, IPv4Address, IPv6Address and a hostname, as Pydantic
+        // writes them (format); they were refused with 422. Checked with format validation required.
+        string[] formats = ["date-time", "date", "time", "duration", "uuid", "email", "uri", "ipv4", "ipv6", "hostname"];
+        var properties = new JsonObject();
+        foreach (var format in formats)
+        {
+            properties[format.Replace('-', '_')] = new JsonObject { ["type"] = "string", ["format"] = format };
+        }
+
+        properties["maybe_email"] = JsonNode.Parse("""{"anyOf": [{"type": "string", "format": "email"}, {"type": "null"}]}""");
+        var schemaNode = new JsonObject
+        {
+            ["type"] = "object",
+            ["properties"] = properties,
+            ["required"] = new JsonArray(properties.Select(p => (JsonNode?)JsonValue.Create(p.Key)).ToArray()),
+        };
+        var accepted = await Task.WhenAll(Enumerable.Range(0, 40).Select(i => _producer.Client.SubmitAsync(new
+        {
+            prompt = $"Record {i}:",
+            max_tokens = 2000,
+            temperature = 1.0,
+            seed = (uint)i,
+            response_format = new { type = "json_schema", json_schema = new { name = "record", strict = true, schema = schemaNode } },
+        })));
+        var done = await Task.WhenAll(accepted.Select(a => _producer.Client.WaitForFinalAsync(a.Id, TimeSpan.FromMinutes(4))));
+
+        var schema = JsonSchema.FromText(schemaNode.ToJsonString());
+        var strict = new EvaluationOptions { RequireFormatValidation = true, OutputFormat = OutputFormat.List };
+        foreach (var format in formats)
+        {
+            // The check can fail: a record whose only wrong value is this format's is refused.
+            var wrong = new JsonObject(properties.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)JsonValue.Create(ValidSample(p.Key)))));
+            wrong[format.Replace('-', '_')] = "not-a-" + format + " ::";
+            Assert.That(schema.Evaluate(JsonDocument.Parse(wrong.ToJsonString()).RootElement, strict).IsValid, Is.False, format);
+        }
+
+        Assert.Multiple(() =>
+        {
+            foreach (var job in done)
+            {
+                Assert.That(job.FinishReason, Is.EqualTo("stop"), job.OutputText);
+                var result = schema.Evaluate(JsonDocument.Parse(job.OutputText!).RootElement, strict);
+                Assert.That(result.IsValid, Is.True, $"{job.OutputText}\n{string.Join("; ", result.Details?.Where(d => d.Errors is not null).SelectMany(d => d.Errors!.Select(e => $"{d.InstanceLocation}: {e.Value}")) ?? [])}");
+            }
+        });
+        Assert.That(done.Select(j => j.OutputText).Distinct().Count(), Is.GreaterThan(30), "sampled freely");
+    }
+
+    private static string ValidSample(string property) => property switch
+    {
+        "date_time" => "2024-05-06T07:08:09Z",
+        "date" => "2024-05-06",
+        "time" => "07:08:09Z",
+        "duration" => "P3D",
+        "uuid" => "123e4567-e89b-12d3-a456-426614174000",
+        "email" or "maybe_email" => "ann@example.com",
+        "uri" => "https://example.com/a",
+        "ipv4" => "10.0.0.1",
+        "ipv6" => "2001:db8:0:0:0:0:0:1",
+        _ => "example.com",
+    };
+
+    [Test]
     public async Task ShouldReturnAJsonObject_WhenJsonObjectIsAsked()
     {
         var accepted = await Task.WhenAll(Enumerable.Range(0, 50).Select(i => _producer.Client.SubmitAsync(new

@@ -9,7 +9,10 @@ public sealed class JsonGrammarTests
     private static string Grammar(string schema) => JsonGrammar.ForSchema(JsonDocument.Parse(schema).RootElement);
 
     [TestCase("""{"type": "string", "pattern": "^a+$"}""", "pattern")]
-    [TestCase("""{"type": "string", "format": "date-time"}""", "format")]
+    [TestCase("""{"type": "string", "format": "regex"}""", "format")]
+    [TestCase("""{"type": "string", "format": "date", "maxLength": 10}""", "format")]
+    [TestCase("""{"type": "integer", "format": "int64"}""", "format")]
+    [TestCase("""{"enum": ["a"], "format": "email"}""", "format")]
     [TestCase("""{"type": "integer", "minimum": 3}""", "minimum")]
     [TestCase("""{"allOf": [{"type": "string"}]}""", "allOf")]
     [TestCase("""{"type": "object", "properties": {"a": {"not": {"type": "null"}}}}""", "not")]
@@ -137,5 +140,18 @@ public sealed class JsonGrammarTests
         var error = Assert.Throws<UnsupportedSchemaException>(() => Grammar(schema));
 
         Assert.That(error!.Keyword, Is.EqualTo(keyword));
+    }
+
+    [Test]
+    public void ShouldWriteEachFormatsRulesOnce_WhenFormatsShareThem()
+    {
+        var grammar = Grammar("""
+            {"type": "object", "properties": {"a": {"type": "string", "format": "date-time"}, "b": {"type": "string", "format": "date"},
+             "c": {"type": ["string", "null"], "format": "email"}, "d": {"type": "string", "format": "uri"}}, "required": ["a", "b", "c", "d"]}
+            """);
+
+        Assert.That(grammar.Split('\n').Count(l => l.StartsWith("fmt-date ::=", StringComparison.Ordinal)), Is.EqualTo(1));
+        Assert.That(grammar.Split('\n').Count(l => l.StartsWith("fmt-label ::=", StringComparison.Ordinal)), Is.EqualTo(1));
+        Assert.That(Gbnf.Check(grammar), Is.Null);
     }
 }
