@@ -34,6 +34,7 @@ public static class JsonGrammar
     [
         "type", "properties", "required", "items", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
         "minLength", "maxLength", "minItems", "maxItems", "format",
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     ];
 
     /// <summary>
@@ -290,7 +291,11 @@ public static class JsonGrammar
             "object" => Object(schema),
             "array" => Array(schema),
             "string" => String(schema),
-            "integer" or "number" or "boolean" or "null" => type,
+            "integer" => Integer(schema),
+            "number" => Bounded(schema) is { } bound
+                ? throw new UnsupportedSchemaException(bound, $"'{bound}' on a number is not supported (integers take bounds exactly); use type \"integer\" or drop the bound.")
+                : type,
+            "boolean" or "null" => type,
             _ => throw new UnsupportedSchemaException("type", $"Unknown type '{type}'."),
         };
 
@@ -433,6 +438,53 @@ public static class JsonGrammar
             }
 
             return $"\"\\\"\" char{{{min ?? 0},{(max is { } m ? m.ToString(CultureInfo.InvariantCulture) : "")}}} \"\\\"\"";
+        }
+
+        private static readonly string[] Bounds = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+
+        private static string? Bounded(JsonElement schema) => Bounds.FirstOrDefault(b => schema.TryGetProperty(b, out _));
+
+        /// <summary>An integer, within its bounds when it has any (<see cref="IntegerRange"/>: exact digit ranges).</summary>
+        private static string Integer(JsonElement schema)
+        {
+            if (Bounded(schema) is null)
+            {
+                return "integer";
+            }
+
+            long? min = null, max = null;
+            foreach (var keyword in Bounds)
+            {
+                if (!schema.TryGetProperty(keyword, out var value))
+                {
+                    continue;
+                }
+
+                if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out var bound) || Math.Abs(bound) > IntegerRange.Limit)
+                {
+                    throw new UnsupportedSchemaException(keyword, $"'{keyword}' must be a number of at most 16 digits.");
+                }
+
+                // The integers a bound allows: ceil of a minimum, floor of a maximum; an exclusive bound moves one past.
+                // Whole bounds are read exactly (a double holds integers exactly only up to 2^53).
+                var whole = value.TryGetInt64(out var exact);
+                var floor = whole ? exact : (long)Math.Floor(bound);
+                var ceiling = whole ? exact : (long)Math.Ceiling(bound);
+                switch (keyword)
+                {
+                    case "minimum": min = Math.Max(min ?? long.MinValue, ceiling); break;
+                    case "exclusiveMinimum": min = Math.Max(min ?? long.MinValue, floor + 1); break;
+                    case "maximum": max = Math.Min(max ?? long.MaxValue, floor); break;
+                    default: max = Math.Min(max ?? long.MaxValue, ceiling - 1); break;
+                }
+            }
+
+            if (min > max)
+            {
+                throw new UnsupportedSchemaException("maximum", $"No integer lies within the bounds (from {min} to {max}).");
+            }
+
+            return "(" + IntegerRange.Expression(min, max) + ")";
         }
 
         /// <summary>A string of a <c>format</c> (<see cref="StringFormats"/>); refused when unknown or combined with a length.</summary>

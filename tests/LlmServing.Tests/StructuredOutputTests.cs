@@ -148,6 +148,9 @@ public sealed class StructuredOutputTests
         }
 
         properties["maybe_email"] = JsonNode.Parse("""{"anyOf": [{"type": "string", "format": "email"}, {"type": "null"}]}""");
+        // conint(ge=0, le=120) and conint(gt=-5, lt=5000): exact digit ranges.
+        properties["age"] = JsonNode.Parse("""{"type": "integer", "minimum": 0, "maximum": 120}""");
+        properties["count"] = JsonNode.Parse("""{"type": "integer", "exclusiveMinimum": -5, "exclusiveMaximum": 5000}""");
         var schemaNode = new JsonObject
         {
             ["type"] = "object",
@@ -169,7 +172,7 @@ public sealed class StructuredOutputTests
         foreach (var format in formats)
         {
             // The check can fail: a record whose only wrong value is this format's is refused.
-            var wrong = new JsonObject(properties.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)JsonValue.Create(ValidSample(p.Key)))));
+            var wrong = new JsonObject(properties.Select(p => KeyValuePair.Create(p.Key, ValidSample(p.Key))));
             wrong[format.Replace('-', '_')] = "not-a-" + format + " ::";
             Assert.That(schema.Evaluate(JsonDocument.Parse(wrong.ToJsonString()).RootElement, strict).IsValid, Is.False, format);
         }
@@ -184,10 +187,15 @@ public sealed class StructuredOutputTests
             }
         });
         Assert.That(done.Select(j => j.OutputText).Distinct().Count(), Is.GreaterThan(30), "sampled freely");
+        var ages = done.Select(j => JsonNode.Parse(j.OutputText!)!["age"]!.GetValue<long>()).ToList();
+        Assert.That(ages, Is.All.InRange(0, 120));
+        Assert.That(ages.Distinct().Count(), Is.GreaterThan(5), "the range is sampled, not one value");
     }
 
-    private static string ValidSample(string property) => property switch
+    private static JsonNode? ValidSample(string property) => property switch
     {
+        "age" => 30,
+        "count" => 4999,
         "date_time" => "2024-05-06T07:08:09Z",
         "date" => "2024-05-06",
         "time" => "07:08:09Z",
