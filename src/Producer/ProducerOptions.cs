@@ -90,6 +90,10 @@ public sealed class ProducerOptions
     [Range(1024, 64 << 20)]
     public int MaxLineBytes { get; set; } = 1 << 20;
 
+    /// <summary>Most requests (non-blank lines) in one batch file, as OpenAI's 50,000; a longer file fails the batch.</summary>
+    [Range(1, 10_000_000)]
+    public int MaxBatchRequests { get; set; } = 50_000;
+
     /// <summary>Lines per ingestion chunk: one binary COPY and one progress update per chunk (resume point).</summary>
     [Range(1, 1_000_000)]
     public int IngestionChunkLines { get; set; } = 2000;

@@ -116,6 +116,12 @@ public sealed class BatchIngestion(
             }
 
             lineNumber++; // blank lines are not lines of the batch
+            if (lineNumber > o.MaxBatchRequests)
+            {
+                await FailOverLimitAsync(batch, writing, o.MaxBatchRequests, ct);
+                return false;
+            }
+
             if (!sawContent)
             {
                 sawContent = true;
@@ -154,6 +160,25 @@ public sealed class BatchIngestion(
         }
 
         return sawContent;
+    }
+
+    /// <summary>
+    /// The file has more requests than a batch may hold: the lines written so far (never released: a batch's lines go
+    /// out only once it is in progress) are cancelled first, then the batch fails. If this run stops in between, the
+    /// batch is still validating, and the resumed ingestion reaches the limit again.
+    /// </summary>
+    private async Task FailOverLimitAsync(Batch batch, Task<bool>? writing, int limit, CancellationToken ct)
+    {
+        if (writing is not null)
+        {
+            await writing;
+        }
+
+        await lines.StopAsync(batch.Id, JobStatuses.Cancelled, ct);
+        await batches.FinishValidationAsync(batch.Id, Errors(("too_many_requests",
+            $"The file has more than {limit} requests; a batch holds at most {limit} (Producer__MaxBatchRequests). Split it into several batches.",
+            limit + 1)), ct);
+        logger.LogInformation("Batch {BatchId}: more than {Limit} requests; failed before any line ran", batch.Id, limit);
     }
 
     /// <summary>The batch's line parser; when ingestion resumes, it knows the custom_ids already taken.</summary>
