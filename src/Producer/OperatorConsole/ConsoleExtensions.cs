@@ -16,6 +16,7 @@ public static class ConsoleExtensions
         builder.Services.AddSingleton<ConsoleSession>();
         builder.Services.AddSingleton<ConsoleQueries>();
         builder.Services.AddSingleton<BrokerConsole>();
+        builder.Services.AddSingleton<ReplayDeadLetter>();
         builder.Services.AddHttpClient(nameof(BrokerConsole));
         var assembly = typeof(ConsoleExtensions).Assembly;
         builder.Services.AddRazorPages(o =>
