@@ -49,7 +49,14 @@ public static class JsonGrammar
         _ => value.GetRawText(),
     };
 
-    private static string Quote(string text)
+    /// <summary>A JSON string (control characters as <c>\uXXXX</c>).</summary>
+    private static string Quote(string text) => Escaped(text, c => $"\\u{(int)c:x4}");
+
+    /// <summary>
+    /// Text between double quotes with quotes, backslashes and control characters escaped, as JSON and GBNF both
+    /// write them; they differ only in how another control character is spelled (<paramref name="control"/>).
+    /// </summary>
+    private static string Escaped(string text, Func<char, string> control)
     {
         var s = new StringBuilder("\"");
         foreach (var c in text)
@@ -61,7 +68,7 @@ public static class JsonGrammar
                 '\n' => "\\n",
                 '\r' => "\\r",
                 '\t' => "\\t",
-                < ' ' => $"\\u{(int)c:x4}",
+                < ' ' => control(c),
                 _ => c.ToString(),
             });
         }
@@ -124,26 +131,8 @@ public static class JsonGrammar
         return text.Append(Common).ToString();
     }
 
-    /// <summary>A GBNF string literal for exact text.</summary>
-    public static string Literal(string text)
-    {
-        var s = new StringBuilder("\"");
-        foreach (var c in text)
-        {
-            s.Append(c switch
-            {
-                '"' => "\\\"",
-                '\\' => "\\\\",
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                < ' ' => $"\\x{(int)c:X2}",
-                _ => c.ToString(),
-            });
-        }
-
-        return s.Append('"').ToString();
-    }
+    /// <summary>A GBNF string literal for exact text (control characters as <c>\xXX</c>).</summary>
+    public static string Literal(string text) => Escaped(text, c => $"\\x{(int)c:X2}");
 
     private sealed class Builder(JsonElement document)
     {
