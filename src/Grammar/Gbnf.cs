@@ -112,7 +112,6 @@ public static class Gbnf
         /// </summary>
         private void LimitAmbiguity()
         {
-            var names = _symbols.ToDictionary(kv => kv.Value, kv => kv.Key);
             foreach (var (id, rule) in _rules)
             {
                 var (atStart, endsAtStart) = Start(id);
@@ -130,7 +129,7 @@ public static class Gbnf
                 {
                     var shown = worst >= 1e15 ? "an unbounded number of" : worst.ToString("N0", System.Globalization.CultureInfo.InvariantCulture);
                     throw new GrammarException(
-                        $"The grammar is too ambiguous: in rule '{BaseName(names, id)}' llama.cpp would follow {shown} alternatives at once " +
+                        $"The grammar is too ambiguous: in rule '{BaseName(id)}' llama.cpp would follow {shown} alternatives at once " +
                         $"(at most {MaxOpenStacks}); every token is checked against each of them. Merge alternatives that start alike.");
                 }
             }
@@ -479,7 +478,6 @@ public static class Gbnf
             var inProgress = new HashSet<int>();
             var done = new HashSet<int>();
             var mayBeEmpty = new HashSet<int>();
-            var names = _symbols.ToDictionary(kv => kv.Value, kv => kv.Key);
             var depth = 0;
             foreach (var id in _rules.Keys.Order())
             {
@@ -487,7 +485,7 @@ public static class Gbnf
                 if (Visit(id))
                 {
                     throw new GrammarException(
-                        $"The rule '{BaseName(names, id)}' is left-recursive: it can reach itself before matching any character.");
+                        $"The rule '{BaseName(id)}' is left-recursive: it can reach itself before matching any character.");
                 }
             }
 
@@ -506,7 +504,7 @@ public static class Gbnf
                 if (++depth > MaxLeftChain)
                 {
                     throw new GrammarException(
-                        $"More than {MaxLeftChain} rules each start with the next (from '{BaseName(names, id)}'); llama.cpp walks such chains recursively.");
+                        $"More than {MaxLeftChain} rules each start with the next (from '{BaseName(id)}'); llama.cpp walks such chains recursively.");
                 }
 
                 inProgress.Add(id);
@@ -556,9 +554,10 @@ public static class Gbnf
             }
         }
 
-        private static string BaseName(Dictionary<int, string> names, int id)
+        /// <summary>The rule's name as written (a generated rule: the rule it came from); looked up only to explain a refusal.</summary>
+        private string BaseName(int id)
         {
-            var name = names[id];
+            var name = _symbols.First(kv => kv.Value == id).Key;
             var generated = name.IndexOf('\u0001');
             return generated < 0 ? name : name[..generated];
         }
