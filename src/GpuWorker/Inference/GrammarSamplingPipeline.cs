@@ -23,6 +23,10 @@ public sealed class GrammarSamplingPipeline : BaseSamplingPipeline
     private readonly Func<bool> _interrupted;
     private SafeLLamaSamplerChainHandle? _grammarChain;
 
+    // Buffers of the shortcuts, reused at every token (as LLamaSharp rents its own).
+    private readonly LLamaTokenData[] _single = new LLamaTokenData[1];
+    private LLamaTokenData[]? _top;
+
     /// <param name="grammar">The grammar, start rule included.</param>
     /// <param name="interrupted">True once the sequence must stop (asked between chunks of the slow path).</param>
     public GrammarSamplingPipeline(LlamaGrammar grammar, Func<bool> interrupted)
@@ -186,8 +190,8 @@ public sealed class GrammarSamplingPipeline : BaseSamplingPipeline
         {
             Apply(ctx, ref native);
             var picked = native.Data[checked((int)native.Selected)].ID;
-            var single = new[] { new LLamaTokenData(picked, 1, 0) };
-            using (LLamaTokenDataArrayNative.Create(new LLamaTokenDataArray(single, isSorted: true), out var one))
+            _single[0] = new LLamaTokenData(picked, 1, 0);
+            using (LLamaTokenDataArrayNative.Create(new LLamaTokenDataArray(_single, isSorted: true), out var one))
             {
                 _grammarChain!.Apply(ref one);
                 if (!float.IsNegativeInfinity(one.Data[0].Logit))
@@ -201,8 +205,10 @@ public sealed class GrammarSamplingPipeline : BaseSamplingPipeline
                 return null;
             }
 
-            var top = native.Data[..Math.Min(TopK, native.Data.Length)].ToArray();
-            using (LLamaTokenDataArrayNative.Create(new LLamaTokenDataArray(top, isSorted: true), out var topK))
+            var count = Math.Min(TopK, native.Data.Length);
+            _top ??= new LLamaTokenData[TopK];
+            native.Data[..count].CopyTo(_top);
+            using (LLamaTokenDataArrayNative.Create(new LLamaTokenDataArray(_top.AsMemory(0, count), isSorted: true), out var topK))
             {
                 _grammarChain!.Apply(ref topK);
                 var candidate = topK.Data[checked((int)topK.Selected)];
