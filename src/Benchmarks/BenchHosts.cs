@@ -1,6 +1,6 @@
+using LlmServing.Producer;
 using LlmServing.GpuWorker;
 using LlmServing.GpuWorker.Inference;
-using LlmServing.Producer;
 using LlmServing.ResultStore.Jobs;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Text.Json;
 using LlmServing.Contracts;
 using LlmServing.GpuWorker.Inference;
-using LlmServing.Producer.Jobs;
 using LlmServing.Grammar;
 
 namespace LlmServing.Benchmarks;

@@ -1,6 +1,6 @@
+using LlmServing.Producer;
 using LlmServing.ServiceDefaults;
 using LlmServing.GpuWorker;
-using LlmServing.Producer;
 using MassTransit;
 
 namespace LlmServing.Monolith;

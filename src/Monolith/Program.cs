@@ -1,5 +1,5 @@
-using LlmServing.Monolith;
 using LlmServing.Producer;
+using LlmServing.Monolith;
 
 var builder = WebApplication.CreateBuilder(args);
 builder.AddMonolith();

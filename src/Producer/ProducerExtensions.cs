@@ -1,22 +1,18 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using LlmServing.ServiceDefaults;
-using LlmServing.Producer.Usage;
-using LlmServing.Producer.OperatorConsole;
-using LlmServing.Producer.Streaming;
-using LlmServing.Producer.Retention;
-using LlmServing.Producer.Webhooks;
 using System.Text.Json;
-using LlmServing.Producer.Batches;
-using LlmServing.Producer.Files;
-using LlmServing.Producer.Http;
-using LlmServing.Producer.Jobs;
-using LlmServing.Producer.Messaging;
-using LlmServing.Producer.Tenants;
 using LlmServing.ResultStore;
 using Hangfire;
 using MassTransit;
 using Microsoft.Extensions.Options;
 using Prometheus;
 using Scalar.AspNetCore;
+using LlmServing.Producer.Application;
+using LlmServing.Producer.Background;
+using LlmServing.Producer.Http;
+using LlmServing.Producer.Http.OpenAi;
+using LlmServing.Producer.Messaging;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer;
 
@@ -60,6 +56,7 @@ public static class ProducerExtensions
         builder.Services.AddSingleton<JobPublisher>();
         builder.Services.AddSingleton<SubmitStageMetrics>();
         builder.Services.AddSingleton<JobSubmitter>();
+        builder.Services.AddSingleton<JobRequestReader>();
         builder.Services.AddHostedService<PublishSweeper>();
         builder.Services.AddHostedService<JobReaper>();
         builder.AddStreaming();
@@ -111,5 +108,50 @@ public static class ProducerExtensions
         app.MapUsageApi();
         app.MapOperatorConsole();
         return app;
+    }
+
+    /// <summary>Waiting on jobs without polling: one LISTEN connection per Producer, and the follower streams read through.</summary>
+    private static WebApplicationBuilder AddStreaming(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddSingleton<JobChangeListener>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<JobChangeListener>());
+        builder.Services.AddSingleton<JobFollower>();
+        return builder;
+    }
+
+    /// <summary>Results out (ADR 0006): events of final states on the bus, signed webhooks, and the counters fed on the way.</summary>
+    private static WebApplicationBuilder AddResultsOut(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<WebhookOptions>().BindConfiguration(WebhookOptions.Section);
+        builder.Services.TryAddSingleton<IWebhookHostResolver, DnsWebhookHostResolver>();
+        builder.Services.AddSingleton<WebhookTargetPolicy>();
+        builder.Services.AddSingleton<TenantUsageMetrics>();
+        builder.Services.AddSingleton<JobOutcomeMetrics>();
+        builder.Services.AddHostedService<ResultEventDispatcher>();
+        builder.Services.AddHostedService<WebhookSender>();
+        return builder;
+    }
+
+    /// <summary>Retention: the recurring clean-up of files, jobs, batches and webhook deliveries.</summary>
+    private static WebApplicationBuilder AddRetention(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<RetentionOptions>().BindConfiguration(RetentionOptions.Section);
+        builder.Services.AddHostedService<RetentionSweeper>();
+        return builder;
+    }
+
+    /// <summary>
+    /// Batch files: Hangfire (on the same PostgreSQL) runs the durable ingestion jobs; the releaser sends lines a
+    /// tenant's window at a time (ADR 0007); the finalizer ends batches; the reaper resumes stalled ingestion.
+    /// </summary>
+    private static WebApplicationBuilder AddBatches(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddSingleton<CreateBatch>();
+        builder.Services.AddSingleton<CancelBatch>();
+        builder.Services.AddIngestionHangfire(builder.Configuration.GetConnectionString("Postgres")!);
+        builder.Services.AddHostedService<BatchFinalizer>();
+        builder.Services.AddHostedService<BatchReleaser>();
+        builder.Services.AddHostedService<StalledIngestionReaper>();
+        return builder;
     }
 }

@@ -8,6 +8,7 @@ using LlmServing.Tests.Infrastructure;
 using OpenAI;
 using OpenAI.Batch;
 using OpenAI.Files;
+using LlmServing.Producer.Application;
 
 namespace LlmServing.Tests;
 
@@ -229,7 +230,7 @@ public sealed class BatchTests
         };
         // Slow ingestion down (150 ms a chunk of 100 lines), so that the stop lands mid-file.
         static void Slowly(Microsoft.Extensions.DependencyInjection.IServiceCollection services) =>
-            Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton<LlmServing.Producer.Batches.IBatchIngestionObserver, SlowIngestion>(services);
+            Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton<IBatchIngestionObserver, SlowIngestion>(services);
         var jsonl = string.Join("\n", Enumerable.Range(0, 3000).Select(i => BatchApi.ChatLine($"r{i}", $"restart {i}")));
         string id;
         try
@@ -293,7 +294,7 @@ public sealed class BatchTests
 
     private static StringContent JsonContent(object body) => new(JsonSerializer.Serialize(body), Encoding.UTF8, "application/json");
 
-    private sealed class SlowIngestion : LlmServing.Producer.Batches.IBatchIngestionObserver
+    private sealed class SlowIngestion : IBatchIngestionObserver
     {
         public Task ChunkWrittenAsync(string batchId, int lines, CancellationToken ct) => Task.Delay(150, ct);
     }

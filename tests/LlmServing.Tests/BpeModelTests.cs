@@ -1,8 +1,8 @@
 using System.Text.Json;
 using LlmServing.Contracts;
 using LlmServing.ModelGen;
-using LlmServing.Producer.Jobs;
 using LlmServing.Tests.Infrastructure;
+using LlmServing.Producer.Application;
 
 namespace LlmServing.Tests;
 

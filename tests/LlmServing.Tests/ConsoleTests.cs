@@ -4,6 +4,7 @@ using LlmServing.Contracts;
 using LlmServing.Tests.Infrastructure;
 using Microsoft.Playwright;
 using static Microsoft.Playwright.Assertions;
+using LlmServing.Producer.Application;
 
 namespace LlmServing.Tests;
 
@@ -137,12 +138,12 @@ public sealed class ConsoleTests
             }
 
             var answers = new List<HttpStatusCode>();
-            for (var i = 0; i < LlmServing.Producer.Tenants.InvalidKeyLimiter.PerMinute + 1; i++)
+            for (var i = 0; i < InvalidKeyLimiter.PerMinute + 1; i++)
             {
                 answers.Add(await SignInAsync($"lls_guess-{i}"));
             }
 
-            Assert.That(answers.Take(LlmServing.Producer.Tenants.InvalidKeyLimiter.PerMinute), Is.All.EqualTo(HttpStatusCode.Unauthorized));
+            Assert.That(answers.Take(InvalidKeyLimiter.PerMinute), Is.All.EqualTo(HttpStatusCode.Unauthorized));
             Assert.That(answers[^1], Is.EqualTo(HttpStatusCode.TooManyRequests));
             // An address may be an ingress or a NAT shared by many people: the right key still signs in, guesses do not.
             Assert.That(await SignInAsync(AdminKey), Is.EqualTo(HttpStatusCode.Found), "the admin key from the blocked address");

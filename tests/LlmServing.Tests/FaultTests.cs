@@ -1,5 +1,6 @@
 using LlmServing.Contracts;
 using LlmServing.Tests.Infrastructure;
+using LlmServing.Producer.Messaging;
 
 namespace LlmServing.Tests;
 
@@ -55,7 +56,7 @@ public sealed class FaultTests
             var row = await Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
                 .GetRequiredService<LlmServing.ResultStore.Jobs.JobStore>(services).FindAsync(accepted.Id, "default", CancellationToken.None);
             await Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
-                .GetRequiredService<LlmServing.Producer.Jobs.JobPublisher>(services).TryPublishAsync(row!, CancellationToken.None);
+                .GetRequiredService<JobPublisher>(services).TryPublishAsync(row!, CancellationToken.None);
             var done = await producer.Client.WaitForFinalAsync(accepted.Id);
             await Eventually.WaitUntilAsync(() => worker.Activity.Handled >= 2); // the original and the duplicate
 
@@ -91,7 +92,7 @@ public sealed class FaultTests
             var row = await Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
                 .GetRequiredService<LlmServing.ResultStore.Jobs.JobStore>(services).FindAsync(accepted.Id, "default", CancellationToken.None);
             await Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
-                .GetRequiredService<LlmServing.Producer.Jobs.JobPublisher>(services).TryPublishAsync(row!, CancellationToken.None);
+                .GetRequiredService<JobPublisher>(services).TryPublishAsync(row!, CancellationToken.None);
             await using var worker = await WorkerInstance.StartAsync(queue);
 
             var failed = await producer.Client.WaitForFinalAsync(accepted.Id);

@@ -4,8 +4,8 @@ using System.Net.Http.Json;
 using System.Reflection;
 using System.Text;
 using System.Text.Json.Nodes;
-using LlmServing.Producer.Jobs;
 using LlmServing.Tests.Infrastructure;
+using LlmServing.Producer.Application;
 
 namespace LlmServing.Tests;
 

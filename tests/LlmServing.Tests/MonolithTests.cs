@@ -1,7 +1,7 @@
+using LlmServing.Producer;
 using LlmServing.Contracts;
 using LlmServing.GpuWorker.Inference;
 using LlmServing.Monolith;
-using LlmServing.Producer;
 using LlmServing.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using LlmServing.Contracts;
-using LlmServing.Producer.Jobs;
 using LlmServing.Tests.Infrastructure;
+using LlmServing.Producer.Application;
 
 namespace LlmServing.Tests;
 

@@ -1,6 +1,6 @@
 using LlmServing.Contracts;
-using LlmServing.Producer.Jobs;
 using LlmServing.Tests.Infrastructure;
+using LlmServing.Producer.Application;
 
 namespace LlmServing.Tests;
 

@@ -6,9 +6,9 @@ using System.Text.Json.Nodes;
 using LlmServing.Contracts;
 using LlmServing.Tests.Infrastructure;
 using MassTransit;
-using LlmServing.Producer.Jobs;
 using StandardWebhooks;
 using StandardWebhooks.Diagnostics;
+using LlmServing.Producer.Application;
 
 namespace LlmServing.Tests;
 

@@ -1,9 +1,9 @@
 using System.Text.RegularExpressions;
 using LlmServing.Contracts;
-using LlmServing.Producer;
-using LlmServing.Producer.OperatorConsole;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Options;
+using LlmServing.Producer;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Tests;
 

@@ -1,6 +1,6 @@
-using LlmServing.Producer.Usage;
 using Microsoft.Extensions.Configuration;
 using Prometheus;
+using LlmServing.Producer.Background;
 
 namespace LlmServing.Tests;
 

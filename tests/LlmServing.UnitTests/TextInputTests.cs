@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using LlmServing.Contracts;
-using LlmServing.Producer.Http;
+using LlmServing.Producer.Application;
 
 namespace LlmServing.Tests;
 

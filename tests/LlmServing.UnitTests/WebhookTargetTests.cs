@@ -1,6 +1,6 @@
 using System.Net;
-using LlmServing.Producer.Webhooks;
 using Microsoft.Extensions.Options;
+using LlmServing.Producer.Application;
 
 namespace LlmServing.Tests;
 

@@ -1,6 +1,8 @@
 using Microsoft.Extensions.Options;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.Mvc.ApplicationParts;
+using LlmServing.Producer.Application;
+using LlmServing.Producer.Messaging;
 
 namespace LlmServing.Producer.OperatorConsole;
 

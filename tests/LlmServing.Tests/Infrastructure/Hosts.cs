@@ -1,11 +1,9 @@
+using LlmServing.Producer;
 using System.Net.Http.Json;
 using System.Text.Json;
 using LlmServing.GpuWorker;
 using LlmServing.GpuWorker.Inference;
 using LlmServing.GpuWorker.Jobs;
-using LlmServing.Producer;
-using LlmServing.Producer.Jobs;
-using LlmServing.Producer.Messaging;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.Configuration;
@@ -13,6 +11,8 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
+using LlmServing.Producer.Application;
+using LlmServing.Producer.Messaging;
 
 namespace LlmServing.Tests.Infrastructure;
 

@@ -1,11 +1,12 @@
-using LlmServing.Producer.OperatorConsole;
 using LlmServing.ResultStore.Batches;
 using LlmServing.ResultStore.Files;
 using Microsoft.AspNetCore.Mvc;
+using LlmServing.Producer.Application;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer.Pages.Console;
 
-public sealed class BatchModel(ConsoleQueries queries, BatchStore batches, BatchLineStore lines, FileStore files) : ConsolePageModel
+public sealed class BatchModel(ConsoleQueries queries, CancelBatch cancel, BatchLineStore lines, FileStore files) : ConsolePageModel
 {
     [BindProperty(SupportsGet = true)] public string Id { get; set; } = "";
 
@@ -61,7 +62,7 @@ public sealed class BatchModel(ConsoleQueries queries, BatchStore batches, Batch
             return Back(path, $"The batch is {batch.Status}; only a validating or running batch can be cancelled.");
         }
 
-        await Batches.BatchesApi.CancelLinesAsync(Id, batch.TenantId, batches, lines, ct);
+        await cancel.RunAsync(Id, batch.TenantId, ct);
 
         return Back(path, "Cancelling: queued lines are cancelled, running ones stop at their next step.");
     }

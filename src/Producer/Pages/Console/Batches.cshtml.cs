@@ -1,5 +1,5 @@
-using LlmServing.Producer.OperatorConsole;
 using LlmServing.ResultStore.Batches;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer.Pages.Console;
 

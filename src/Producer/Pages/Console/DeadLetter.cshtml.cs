@@ -1,5 +1,7 @@
-using LlmServing.Producer.OperatorConsole;
 using Microsoft.AspNetCore.Mvc;
+using LlmServing.Producer.Application;
+using LlmServing.Producer.Messaging;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer.Pages.Console;
 

@@ -1,5 +1,6 @@
-using LlmServing.Producer.OperatorConsole;
 using Microsoft.AspNetCore.Mvc;
+using LlmServing.Producer.Messaging;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer.Pages.Console;
 

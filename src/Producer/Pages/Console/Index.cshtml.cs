@@ -1,4 +1,5 @@
 using LlmServing.Contracts;
+using LlmServing.Producer.Messaging;
 using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer.Pages.Console;

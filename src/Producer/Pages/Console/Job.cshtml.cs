@@ -1,9 +1,9 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LlmServing.Contracts;
-using LlmServing.Producer.OperatorConsole;
 using LlmServing.ResultStore.Jobs;
 using Microsoft.AspNetCore.Mvc;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer.Pages.Console;
 

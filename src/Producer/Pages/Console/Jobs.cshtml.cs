@@ -1,7 +1,7 @@
 using System.Globalization;
-using LlmServing.Producer.OperatorConsole;
 using LlmServing.ResultStore.Jobs;
 using Microsoft.AspNetCore.Mvc;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer.Pages.Console;
 

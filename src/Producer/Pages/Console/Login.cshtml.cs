@@ -1,10 +1,11 @@
-using LlmServing.Producer.OperatorConsole;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.Mvc.RazorPages;
+using LlmServing.Producer.Application;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer.Pages.Console;
 
-public sealed class LoginModel(ConsoleSession session, LlmServing.Producer.Tenants.InvalidKeyLimiter failures) : PageModel
+public sealed class LoginModel(ConsoleSession session, InvalidKeyLimiter failures) : PageModel
 {
     [BindProperty(SupportsGet = true, Name = "return_to")]
     public string? ReturnTo { get; set; }
@@ -24,7 +25,7 @@ public sealed class LoginModel(ConsoleSession session, LlmServing.Producer.Tenan
         var address = HttpContext.Connection.RemoteIpAddress?.ToString() ?? "unknown";
         if (!session.IsAdminKey(key ?? "") && !await failures.MayLookUpAsync(address, (key ?? "").Trim(), ct))
         {
-            Error = $"More than {LlmServing.Producer.Tenants.InvalidKeyLimiter.PerMinute} unknown keys from this address in a minute; try again later.";
+            Error = $"More than {InvalidKeyLimiter.PerMinute} unknown keys from this address in a minute; try again later.";
             Response.StatusCode = StatusCodes.Status429TooManyRequests;
             Response.Headers.RetryAfter = "60";
             return Page();

@@ -1,7 +1,8 @@
-using LlmServing.Producer.OperatorConsole;
 using LlmServing.ResultStore.Retention;
 using LlmServing.ResultStore.Tenants;
 using Microsoft.AspNetCore.Mvc;
+using LlmServing.Producer.Application;
+using LlmServing.Producer.OperatorConsole;
 
 namespace LlmServing.Producer.Pages.Console;
 
@@ -45,7 +46,7 @@ public sealed class TenantsModel(ConsoleQueries queries, ApiKeyStore keys, Tenan
             return Back("/console/tenants", "Keys need Producer:AdminKey.");
         }
 
-        if (LlmServing.Producer.Tenants.TenantIds.Problem(tenant) is { } problem)
+        if (TenantIds.Problem(tenant) is { } problem)
         {
             return Back("/console/tenants", problem);
         }
@@ -76,7 +77,7 @@ public sealed class TenantsModel(ConsoleQueries queries, ApiKeyStore keys, Tenan
             return forbidden;
         }
 
-        if (LlmServing.Producer.Tenants.TenantIds.Problem(tenant) is { } invalid)
+        if (TenantIds.Problem(tenant) is { } invalid)
         {
             return Back("/console/tenants", invalid);
         }
@@ -85,7 +86,7 @@ public sealed class TenantsModel(ConsoleQueries queries, ApiKeyStore keys, Tenan
         long? tokens = null;
         if (!string.IsNullOrWhiteSpace(retentionDays))
         {
-            if (!int.TryParse(retentionDays, out var d) || !Usage.UsageApi.ValidSettings(d, null))
+            if (!int.TryParse(retentionDays, out var d) || !TenantSettingsRule.IsValid(d, null))
             {
                 return Back("/console/tenants", "Job retention is 1 to 3650 days, or empty for the deployment's default.");
             }
@@ -95,7 +96,7 @@ public sealed class TenantsModel(ConsoleQueries queries, ApiKeyStore keys, Tenan
 
         if (!string.IsNullOrWhiteSpace(maxTokens))
         {
-            if (!long.TryParse(maxTokens, out var t) || !Usage.UsageApi.ValidSettings(null, t))
+            if (!long.TryParse(maxTokens, out var t) || !TenantSettingsRule.IsValid(null, t))
             {
                 return Back("/console/tenants", "Max enqueued tokens is 0 (no limit) or more, or empty for the deployment's default.");
             }
