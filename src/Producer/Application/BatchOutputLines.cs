@@ -1,8 +1,6 @@
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using LlmServing.Contracts;
 using LlmServing.ResultStore.Batches;
-using LlmServing.ResultStore.Files;
 
 namespace LlmServing.Producer.Application;
 

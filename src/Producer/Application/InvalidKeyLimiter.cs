@@ -1,7 +1,4 @@
-using System.Security.Cryptography;
-using System.Text;
 using LlmServing.ResultStore.Tenants;
-using Microsoft.Extensions.Options;
 
 namespace LlmServing.Producer.Application;
 

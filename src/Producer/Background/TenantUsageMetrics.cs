@@ -1,6 +1,4 @@
 using System.Collections.Concurrent;
-using LlmServing.ResultStore.Retention;
-using LlmServing.ResultStore.Tenants;
 using Prometheus;
 
 namespace LlmServing.Producer.Background;
